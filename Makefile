@@ -1,0 +1,61 @@
+# icmpwatch. Everything runs as root on a Debian machine; `make deps` installs what is missing.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+DEB_PKGS := clang llvm libbpf-dev libbpf1 bpftool iproute2 iputils-ping python3 openssl curl
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+PROTO := $(wildcard proto/icmpwatch/v1/*.proto)
+PROTO_JS := src/common/proto/icmpwatch.js
+TS_SRC := $(shell find src -name '*.ts' -not -name '*.d.ts')
+
+.PHONY: all deps build test demo bench k8s-up k8s-down clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@if [ ! -x node_modules/node/bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+	  echo "make deps: installing npm packages (npm ci; Node 24 comes from the npm registry's node package)"; \
+	  npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
+build: deps $(BPF_OBJ) dist/.built
+
+build/vmlinux.h:
+	@mkdir -p build
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+build/bpf/%.bpf.o: bpf/%.bpf.c bpf/icmpwatch.h build/vmlinux.h
+	@mkdir -p build/bpf
+	clang -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -Werror \
+	  -Ibuild -Ibpf -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
+
+$(PROTO_JS): $(PROTO)
+	pbjs -t static-module -w es6 --force-number --no-beautify -p proto -o $@ $(PROTO)
+	pbts -o $(PROTO_JS:.js=.d.ts) $@
+
+dist/.built: $(PROTO_JS) $(TS_SRC) tsconfig.json package-lock.json
+	tsc -p tsconfig.json
+	tsc -p tsconfig.test.json
+	@touch $@
+
+test: build
+	mocha
+
+demo: build
+	./bin/icmpwatch demo
+
+k8s-up:
+	test/k8s/up.sh
+
+k8s-down:
+	test/k8s/down.sh
+
+clean:
+	rm -rf build dist $(PROTO_JS) $(PROTO_JS:.js=.d.ts)

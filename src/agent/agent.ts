@@ -1,0 +1,214 @@
+import { readdir, readFile } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { Writable } from 'node:stream';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from '../common/log.js';
+import { startOpsServer } from '../common/ops-server.js';
+import type { icmpwatch } from '../common/proto/icmpwatch.js';
+import { EndpointsFileResolver, NoResolver } from './enrich/endpoints-file.js';
+import type { EndpointResolver } from './enrich/resolver.js';
+import { EventBuilder, WallClock } from './event-builder.js';
+import { NetnsAddressBook } from './netns-addresses.js';
+import { NodeLog, type LogFormat } from './node-log.js';
+import { COUNTERS, type CounterName } from './probe/event-layout.js';
+import { Probe, type HookChoice } from './probe/probe.js';
+import { SightingMerger } from './sightings.js';
+
+export interface AgentConfig {
+  node: string;
+  hook: HookChoice;
+  objectPath: string;
+  ringBytes: number;
+  eventsPerSecond: number;
+  logFormat: LogFormat;
+  metricsAddr: string | null;
+  endpointsFile: string | null;
+  holdMs: number;
+}
+
+/** Where events go besides the node log (the collector exporter). */
+export interface EventSink {
+  publish(ev: icmpwatch.v1.IEvent): void;
+  close(): Promise<void>;
+}
+
+const KERNEL_COUNTER_HELP: Record<CounterName, string> = {
+  events: 'Records the BPF program submitted to the ring buffer',
+  ringFull: 'Events lost because the ring buffer was full',
+  suppressed: 'Packets over the flood limit, counted in-kernel and reported as summaries',
+  aggFull: 'Packets over the flood limit lost because the aggregation map was full',
+  malformed: 'Malformed ICMP packets (flagged, fields not decoded)',
+  nonlinear: 'ICMP packets whose headers lay outside the linear skb area (flagged, not decoded)',
+  rcvDropped: 'Packets the kernel dropped in ip_rcv_core validation',
+};
+
+/**
+ * The node agent: kernel probe -> sighting merger -> enrichment -> node log and sinks.
+ * Capture never waits on enrichment or the network: lookups are in memory, sinks buffer.
+ */
+export class Agent {
+  readonly registry = new Registry();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private ops: Server | null = null;
+  private lastKernel: Record<CounterName, number>;
+  private readonly sinks: EventSink[] = [];
+  private stopped = false;
+
+  private constructor(
+    private readonly cfg: AgentConfig,
+    private readonly log: Logger,
+    readonly probe: Probe,
+    private readonly resolver: EndpointResolver,
+    private readonly nodeLog: NodeLog,
+    private readonly merger: SightingMerger,
+    private readonly builder: EventBuilder,
+    private readonly addresses: NetnsAddressBook,
+  ) {
+    this.lastKernel = probe.readCounters();
+  }
+
+  static async start(cfg: AgentConfig, log: Logger, out: Writable = process.stdout): Promise<Agent> {
+    const resolver: EndpointResolver = cfg.endpointsFile ? new EndpointsFileResolver(cfg.endpointsFile, log) : new NoResolver();
+    const addresses = new NetnsAddressBook();
+    await addresses.refresh();
+    const hostNetns = await addresses.hostNetns;
+    const hostInterfaces = new Map<number, string>();
+    await readHostInterfaces(hostInterfaces);
+    const probe = Probe.open({
+      hook: cfg.hook,
+      objectPath: cfg.objectPath,
+      ringBytes: cfg.ringBytes,
+      eventsPerSecond: cfg.eventsPerSecond,
+      wakeupBytes: Math.min(64 * 1024, cfg.ringBytes / 4),
+      onLibbpfMessage: (level, message) => log[level === 'warn' ? 'warn' : 'debug']({ libbpf: true }, message),
+    });
+    for (const a of probe.attempts) {
+      if (a.attached) log.info({ hook: a.hook }, 'probe attached');
+      else log.warn({ hook: a.hook, reason: a.reason }, 'hook refused; trying the next one');
+    }
+    const nodeLog = new NodeLog(cfg.logFormat, out);
+    const builder = new EventBuilder(cfg.node, resolver, new WallClock(), (netns, ifindex) =>
+      netns === hostNetns ? (hostInterfaces.get(ifindex) ?? '') : '',
+    );
+    let agent: Agent | null = null;
+    const merger = new SightingMerger({
+      holdMs: cfg.holdMs,
+      rememberMs: 2000,
+      maxPending: 131072,
+      owns: (netns, ip) => addresses.owns(netns, ip),
+      hostNetns: () => hostNetns,
+      report: (r) => agent?.deliver(builder.fromPacket(r)),
+    });
+    agent = new Agent(cfg, log, probe, resolver, nodeLog, merger, builder, addresses);
+    agent.registerMetrics();
+    probe.startReading((p) => merger.add(p));
+    agent.timers.push(setInterval(() => void agent.tick(), 1000));
+    agent.timers.push(setInterval(() => void addresses.refresh().then(() => readHostInterfaces(hostInterfaces)), 5000));
+    if (cfg.metricsAddr) agent.ops = await startOpsServer(cfg.metricsAddr, agent.registry, agent, log);
+    log.info({ node: cfg.node, hook: probe.hook, eventsPerSecond: cfg.eventsPerSecond }, 'agent running');
+    return agent;
+  }
+
+  addSink(sink: EventSink): void {
+    this.sinks.push(sink);
+  }
+
+  private readonly reported = new Counter({
+    name: 'icmpwatch_agent_events_total',
+    help: 'ICMP events reported (after merging sightings of one packet)',
+    labelNames: ['hook', 'family'],
+    registers: [],
+  });
+
+  private deliver(ev: icmpwatch.v1.IEvent): void {
+    this.reported.labels(this.probe.hook, ev.family === 1 ? 'ipv4' : 'ipv6').inc();
+    this.nodeLog.event(ev);
+    for (const sink of this.sinks) sink.publish(ev);
+  }
+
+  /** Once a second: flood summaries, loss notices, clock re-anchoring. */
+  private async tick(): Promise<void> {
+    if (this.stopped) return;
+    for (const agg of await this.probe.drainFloodAggregates()) this.deliver(this.builder.fromFlood(agg, this.probe.hook));
+    const now = this.probe.readCounters();
+    const lost = now.ringFull - this.lastKernel.ringFull + now.aggFull - this.lastKernel.aggFull;
+    if (lost > 0) {
+      this.nodeLog.notice('lost', { events: lost, ringFull: now.ringFull - this.lastKernel.ringFull, aggregationFull: now.aggFull - this.lastKernel.aggFull });
+      this.log.warn({ lost }, 'kernel events lost');
+    }
+    this.lastKernel = now;
+  }
+
+  private registerMetrics(): void {
+    collectDefaultMetrics({ register: this.registry });
+    this.registry.registerMetric(this.reported);
+    const probe = this.probe;
+    for (const name of COUNTERS) {
+      const metric = name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      this.registry.registerMetric(
+        new Gauge({
+          name: `icmpwatch_kernel_${metric}_total`,
+          help: `${KERNEL_COUNTER_HELP[name]} (per-CPU BPF counter, summed)`,
+          labelNames: ['hook'],
+          registers: [],
+          collect() {
+            this.set({ hook: probe.hook }, probe.readCounters()[name]);
+          },
+        }),
+      );
+    }
+    const merger = this.merger;
+    this.registry.registerMetric(
+      new Gauge({
+        name: 'icmpwatch_agent_merged_sightings_total',
+        help: 'Sightings merged into an already reported packet (one packet seen in several namespaces)',
+        registers: [],
+        collect() {
+          this.set(merger.merged);
+        },
+      }),
+    );
+    this.registry.registerMetric(
+      new Gauge({
+        name: 'icmpwatch_agent_hook_info',
+        help: 'The hook the probe runs on (value 1)',
+        labelNames: ['hook'],
+        registers: [],
+        collect() {
+          this.set({ hook: probe.hook }, 1);
+        },
+      }),
+    );
+  }
+
+  notReadyReason(): string | null {
+    if (this.stopped) return 'stopping';
+    return this.resolver.notReadyReason();
+  }
+
+  /** Detach, report what is left, flush sinks. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.probe.detach();
+    this.merger.flush();
+    for (let slot = 0; slot < 2; slot++) {
+      for (const agg of await this.probe.drainFloodAggregates()) this.deliver(this.builder.fromFlood(agg, this.probe.hook));
+    }
+    this.probe.close();
+    this.nodeLog.flush();
+    await Promise.all(this.sinks.map((s) => s.close()));
+    this.resolver.close();
+    await new Promise<void>((r) => (this.ops ? this.ops.close(() => r()) : r()));
+    this.log.info('agent stopped');
+  }
+}
+
+async function readHostInterfaces(out: Map<number, string>): Promise<void> {
+  out.clear();
+  for (const name of await readdir('/sys/class/net').catch(() => [] as string[])) {
+    const idx = await readFile(`/sys/class/net/${name}/ifindex`, 'utf8').catch(() => '');
+    if (idx) out.set(Number(idx), name);
+  }
+}

@@ -1,0 +1,112 @@
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { describeIssues } from '../../common/config.js';
+import { icmpwatch } from '../../common/proto/icmpwatch.js';
+import type { Logger } from '../../common/log.js';
+import type { EndpointResolver } from './resolver.js';
+
+const Kind = icmpwatch.v1.EndpointKind;
+const Enrichment = icmpwatch.v1.Enrichment;
+
+const EndpointEntry = z.object({
+  ip: z.string().refine((v) => isIP(v) !== 0, 'not an IP address'),
+  namespace: z.string().min(1),
+  pod: z.string().min(1),
+  labels: z.record(z.string(), z.string()).optional(),
+  node: z.string().optional(),
+  workload: z.object({ kind: z.string().min(1), name: z.string().min(1) }).optional(),
+});
+
+export const EndpointsFile = z.object({ endpoints: z.array(EndpointEntry) }).strict();
+
+export class EndpointsFileError extends Error {}
+
+/** Parses and validates an endpoints file; errors name the JSON path of the bad field. */
+export function parseEndpointsFile(path: string, text: string): Map<string, icmpwatch.v1.IEndpoint> {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new EndpointsFileError(`${path}: invalid JSON: ${(err as Error).message}`);
+  }
+  const parsed = EndpointsFile.safeParse(json);
+  if (!parsed.success) {
+    throw new EndpointsFileError(`${path}: ${describeIssues(parsed.error, (p) => p.map(String).join('.'))}`);
+  }
+  const table = new Map<string, icmpwatch.v1.IEndpoint>();
+  for (const e of parsed.data.endpoints) {
+    table.set(normalizeIp(e.ip), {
+      ip: normalizeIp(e.ip),
+      namespace: e.namespace,
+      pod: e.pod,
+      labels: e.labels ?? {},
+      node: e.node ?? '',
+      workload: e.workload ?? null,
+      kind: Kind.ENDPOINT_KIND_POD,
+      enrichment: Enrichment.ENRICHMENT_RESOLVED,
+    });
+  }
+  return table;
+}
+
+/** The text form packets are decoded to (lower-case, compressed IPv6). */
+function normalizeIp(ip: string): string {
+  return isIP(ip) === 6 ? new URL(`http://[${ip}]`).hostname.slice(1, -1) : ip;
+}
+
+/**
+ * Labels addresses from a JSON file, for hosts without a cluster. The file is re-read when it
+ * changes (polled, so atomic replacement by rename works); a bad version is logged and the last
+ * good one kept.
+ */
+export class EndpointsFileResolver implements EndpointResolver {
+  private table: Map<string, icmpwatch.v1.IEndpoint>;
+  reloads = 0;
+  reloadFailures = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly log: Logger,
+    pollMs = 1000,
+  ) {
+    this.table = parseEndpointsFile(path, readFileSync(path, 'utf8'));
+    watchFile(path, { interval: pollMs }, (cur, prev) => {
+      if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) this.reload();
+    });
+  }
+
+  private reload(): void {
+    try {
+      this.table = parseEndpointsFile(this.path, readFileSync(this.path, 'utf8'));
+      this.reloads++;
+      this.log.info({ path: this.path, endpoints: this.table.size }, 'endpoints file reloaded');
+    } catch (err) {
+      this.reloadFailures++;
+      this.log.error({ path: this.path, err: (err as Error).message }, 'endpoints file rejected; keeping the previous version');
+    }
+  }
+
+  resolve(ip: string): icmpwatch.v1.IEndpoint {
+    return this.table.get(ip) ?? { ip, kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: Enrichment.ENRICHMENT_UNKNOWN };
+  }
+
+  notReadyReason(): string | null {
+    return null;
+  }
+
+  close(): void {
+    unwatchFile(this.path);
+  }
+}
+
+/** No source of names: every address is reported as unknown. */
+export class NoResolver implements EndpointResolver {
+  resolve(ip: string): icmpwatch.v1.IEndpoint {
+    return { ip, enrichment: Enrichment.ENRICHMENT_UNKNOWN };
+  }
+  notReadyReason(): string | null {
+    return null;
+  }
+  close(): void {}
+}

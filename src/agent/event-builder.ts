@@ -1,0 +1,129 @@
+import { google, icmpwatch } from '../common/proto/icmpwatch.js';
+import { icmpName } from '../common/icmp-names.js';
+import type { EndpointResolver } from './enrich/resolver.js';
+import type { CapturedPacket } from './probe/decoder.js';
+import type { FloodAggregate } from './probe/probe.js';
+import { FLAG_BITS, HOOK_IDS, type HookName } from './probe/event-layout.js';
+import type { ReportedPacket, ObservationPointName } from './sightings.js';
+
+const v1 = icmpwatch.v1;
+
+const POINTS: Record<ObservationPointName, icmpwatch.v1.ObservationPoint> = {
+  destination: v1.ObservationPoint.OBSERVATION_POINT_DESTINATION,
+  host: v1.ObservationPoint.OBSERVATION_POINT_HOST,
+  forwarded: v1.ObservationPoint.OBSERVATION_POINT_FORWARDED,
+  unknown: v1.ObservationPoint.OBSERVATION_POINT_UNKNOWN,
+};
+
+/** Kernel flag bit -> proto Flag, in bit order. */
+const FLAGS: [number, icmpwatch.v1.Flag][] = [
+  [FLAG_BITS.vlan, v1.Flag.FLAG_VLAN],
+  [FLAG_BITS.fragment, v1.Flag.FLAG_FRAGMENT],
+  [FLAG_BITS['more-fragments'], v1.Flag.FLAG_MORE_FRAGMENTS],
+  [FLAG_BITS.nonlinear, v1.Flag.FLAG_NONLINEAR],
+  [FLAG_BITS.truncated, v1.Flag.FLAG_TRUNCATED],
+  [FLAG_BITS['bad-version'], v1.Flag.FLAG_BAD_VERSION],
+  [FLAG_BITS['bad-ihl'], v1.Flag.FLAG_BAD_IHL],
+  [FLAG_BITS['bad-length'], v1.Flag.FLAG_BAD_LENGTH],
+  [FLAG_BITS.padded, v1.Flag.FLAG_PADDED],
+  [FLAG_BITS['exthdr-limit'], v1.Flag.FLAG_EXTHDR_LIMIT],
+  [FLAG_BITS['inner-truncated'], v1.Flag.FLAG_INNER_TRUNCATED],
+];
+
+/** Flags that mean the ICMP header was not decoded: type/code 0 is not "echo reply". */
+const UNDECODED = FLAG_BITS.fragment | FLAG_BITS.nonlinear | FLAG_BITS.truncated | FLAG_BITS['bad-version'] |
+  FLAG_BITS['bad-ihl'] | FLAG_BITS['bad-length'] | FLAG_BITS['exthdr-limit'];
+
+const isEcho = (family: 4 | 6, type: number) => (family === 4 ? type === 0 || type === 8 : type === 128 || type === 129);
+
+/** Kernel monotonic nanoseconds -> wall clock, re-anchored periodically against drift. */
+export class WallClock {
+  private offsetNs = 0;
+  constructor() {
+    this.anchor();
+  }
+  anchor(): void {
+    this.offsetNs = Date.now() * 1e6 - Number(process.hrtime.bigint());
+  }
+  timestamp(monoNs: number): google.protobuf.ITimestamp {
+    const ns = monoNs + this.offsetNs;
+    const seconds = Math.floor(ns / 1e9);
+    return { seconds, nanos: Math.floor(ns - seconds * 1e9) };
+  }
+}
+
+/** Turns kernel sightings and flood counts into API events, naming both ends. */
+export class EventBuilder {
+  private sequence = 0;
+
+  constructor(
+    private readonly node: string,
+    private readonly resolver: EndpointResolver,
+    private readonly clock: WallClock,
+    private readonly interfaceName: (netns: number, ifindex: number) => string,
+  ) {}
+
+  fromPacket({ packet: p, point, sightings }: ReportedPacket): icmpwatch.v1.IEvent {
+    const family = p.family === 4 ? 'ipv4' : 'ipv6';
+    const decoded = (p.flags & UNDECODED) === 0;
+    const flags: icmpwatch.v1.Flag[] = [];
+    for (const [bit, flag] of FLAGS) if (p.flags & bit) flags.push(flag);
+    const icmp: icmpwatch.v1.IIcmp | null = decoded
+      ? {
+          type: p.type,
+          code: p.code,
+          name: icmpName(family, p.type, p.code),
+          id: isEcho(p.family, p.type) ? p.echoId : 0,
+          seq: isEcho(p.family, p.type) ? p.echoSeq : 0,
+          mtu: p.mtu,
+          quoted: p.quoted && {
+            source: p.quoted.src,
+            destination: p.quoted.dst,
+            protocol: p.quoted.protocol,
+            ...(p.quoted.protocol === 1 || p.quoted.protocol === 58
+              ? { echoId: p.quoted.sport, echoSeq: p.quoted.dport }
+              : { sourcePort: p.quoted.sport, destinationPort: p.quoted.dport }),
+          },
+        }
+      : null;
+    return {
+      time: this.clock.timestamp(p.monoNs),
+      node: this.node,
+      family: p.family === 4 ? v1.Family.FAMILY_IPV4 : v1.Family.FAMILY_IPV6,
+      source: this.resolver.resolve(p.src),
+      destination: this.resolver.resolve(p.dst),
+      icmp,
+      ttl: p.ttl,
+      length: p.totLen,
+      ipId: p.ipId,
+      fragmentOffset: p.fragOff,
+      observation: {
+        hook: HOOK_IDS[p.hook],
+        point: POINTS[point],
+        ifindex: p.ifindex,
+        interface: this.interfaceName(p.netns, p.ifindex),
+        netns: p.netns,
+        sightings,
+      },
+      flags,
+      sequence: ++this.sequence,
+      monotonicNs: p.monoNs,
+    };
+  }
+
+  fromFlood(a: FloodAggregate, hook: HookName): icmpwatch.v1.IEvent {
+    const family = a.family === 4 ? 'ipv4' : 'ipv6';
+    return {
+      time: this.clock.timestamp(a.lastNs),
+      node: this.node,
+      family: a.family === 4 ? v1.Family.FAMILY_IPV4 : v1.Family.FAMILY_IPV6,
+      source: this.resolver.resolve(a.src),
+      destination: this.resolver.resolve(a.dst),
+      icmp: { type: a.type, code: a.code, name: icmpName(family, a.type, a.code) },
+      observation: { hook: HOOK_IDS[hook], point: v1.ObservationPoint.OBSERVATION_POINT_UNSPECIFIED },
+      summary: { packets: a.packets, first: this.clock.timestamp(a.firstNs), last: this.clock.timestamp(a.lastNs) },
+      sequence: ++this.sequence,
+      monotonicNs: a.lastNs,
+    };
+  }
+}

@@ -1,0 +1,115 @@
+import { EVENT_FIELDS as F, FLAG_BITS, type FlagName, type HookName, HOOK_IDS } from './event-layout.js';
+
+/** The original packet an ICMP error quotes. */
+export interface QuotedHeader {
+  family: 4 | 6;
+  protocol: number;
+  src: string;
+  dst: string;
+  /** TCP/UDP ports, or echo id/seq when the quoted packet is an echo. */
+  sport: number;
+  dport: number;
+}
+
+/** One record of the ring, decoded; fields the kernel side could not validate are 0. */
+export interface CapturedPacket {
+  monoNs: number;
+  ifindex: number;
+  netns: number;
+  skbLen: number;
+  flags: number;
+  mtu: number;
+  totLen: number;
+  ipId: number;
+  fragOff: number;
+  echoId: number;
+  echoSeq: number;
+  family: 4 | 6;
+  hook: HookName;
+  type: number;
+  code: number;
+  ttl: number;
+  pktType: number;
+  src: string;
+  dst: string;
+  quoted: QuotedHeader | null;
+}
+
+const HOOK_BY_ID = new Map<number, HookName>(Object.entries(HOOK_IDS).map(([k, v]) => [v, k as HookName]));
+
+export function formatIpv4(b: Uint8Array, at: number): string {
+  return `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
+}
+
+/** RFC 5952 text: lower case, longest run of two or more zero groups as `::`. */
+export function formatIpv6(b: Uint8Array, at: number): string {
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push((b[at + 2 * i]! << 8) | b[at + 2 * i + 1]!);
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `::ffff:${formatIpv4(b, at + 12)}`;
+  }
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(':');
+  if (best < 0) return hex(g);
+  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+}
+
+const formatAddr = (family: number, b: Uint8Array, at: number) => (family === 4 ? formatIpv4(b, at) : formatIpv6(b, at));
+
+export function flagNames(flags: number): FlagName[] {
+  const out: FlagName[] = [];
+  for (const [name, bit] of Object.entries(FLAG_BITS) as [FlagName, number][]) if (flags & bit) out.push(name);
+  return out;
+}
+
+/** Decodes the record at `off` of `bytes` (little-endian, as the kernel wrote it). */
+export function decodeEvent(view: DataView, bytes: Uint8Array, off: number): CapturedPacket {
+  const family = view.getUint8(off + F.family.offset) === 6 ? 6 : 4;
+  const innerFamily = view.getUint8(off + F.inner_family.offset);
+  return {
+    monoNs: view.getUint32(off + F.mono_ns.offset + 4, true) * 4294967296 + view.getUint32(off + F.mono_ns.offset, true),
+    ifindex: view.getUint32(off + F.ifindex.offset, true),
+    netns: view.getUint32(off + F.netns.offset, true),
+    skbLen: view.getUint32(off + F.skb_len.offset, true),
+    flags: view.getUint32(off + F.flags.offset, true),
+    mtu: view.getUint32(off + F.mtu.offset, true),
+    totLen: view.getUint16(off + F.tot_len.offset, true),
+    ipId: view.getUint16(off + F.ip_id.offset, true),
+    fragOff: view.getUint16(off + F.frag_off.offset, true),
+    echoId: view.getUint16(off + F.echo_id.offset, true),
+    echoSeq: view.getUint16(off + F.echo_seq.offset, true),
+    family,
+    hook: HOOK_BY_ID.get(view.getUint8(off + F.hook.offset)) ?? 'tp_btf',
+    type: view.getUint8(off + F.type.offset),
+    code: view.getUint8(off + F.code.offset),
+    ttl: view.getUint8(off + F.ttl.offset),
+    pktType: view.getUint8(off + F.pkt_type.offset),
+    src: formatAddr(family, bytes, off + F.saddr.offset),
+    dst: formatAddr(family, bytes, off + F.daddr.offset),
+    quoted:
+      innerFamily === 4 || innerFamily === 6
+        ? {
+            family: innerFamily,
+            protocol: view.getUint8(off + F.inner_proto.offset),
+            src: formatAddr(innerFamily, bytes, off + F.inner_saddr.offset),
+            dst: formatAddr(innerFamily, bytes, off + F.inner_daddr.offset),
+            sport: view.getUint16(off + F.inner_sport.offset, true),
+            dport: view.getUint16(off + F.inner_dport.offset, true),
+          }
+        : null,
+  };
+}

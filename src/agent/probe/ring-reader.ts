@@ -1,0 +1,109 @@
+import koffi, { type node as koffiNode } from 'koffi';
+import { c, errno, MAP_SHARED, pageSize, PROT_READ, PROT_WRITE, type Pointer, view } from './libbpf.js';
+
+const BUSY_BIT = 0x80000000;
+const DISCARD_BIT = 0x40000000;
+const HEADER = 8;
+
+/** Receives each record: its bytes are `bytes[off, off + len)`; valid only during the call. */
+export type RecordHandler = (dv: DataView, bytes: Uint8Array, off: number, len: number) => void;
+
+/**
+ * Reads a BPF ring buffer map directly from its mmap'd pages, on Node's event loop:
+ * the map fd is polled through libuv (no thread, no CPU while idle); after a wake-up the reader
+ * drains, then sleeps `batchMs` before listening again, so a busy ring is drained in batches
+ * (the BPF side only wakes it for the first record after a drain or a large backlog).
+ *
+ * Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (ours, RW); page 1 producer_pos;
+ * then the data pages, mapped twice back to back so a record never wraps.
+ */
+export class RingReader {
+  private readonly page = pageSize();
+  private readonly consumerPtr: Pointer;
+  private readonly producerPtr: Pointer;
+  private readonly consumerPos: BigUint64Array;
+  private readonly producerPos: BigUint64Array;
+  private readonly headers: Int32Array;
+  private readonly data: DataView;
+  private readonly bytes: Uint8Array;
+  private poller: koffiNode.PollHandle | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(
+    fd: number,
+    private readonly size: number,
+    private readonly onRecord: RecordHandler,
+    private readonly batchMs = 10,
+  ) {
+    const consumer = c.mmap(null, this.page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (consumer === null || BigInt.asIntN(64, consumer) === -1n) throw new Error(`mmap ring consumer page: errno ${errno()}`);
+    const producer = c.mmap(null, this.page + 2 * size, PROT_READ, MAP_SHARED, fd, this.page);
+    if (producer === null || BigInt.asIntN(64, producer) === -1n) {
+      c.munmap(consumer, this.page);
+      throw new Error(`mmap ring data pages: errno ${errno()}`);
+    }
+    this.consumerPtr = consumer;
+    this.producerPtr = producer;
+    const cons = view(consumer, this.page);
+    const prod = view(producer, this.page + 2 * size);
+    this.consumerPos = new BigUint64Array(cons, 0, 1);
+    this.producerPos = new BigUint64Array(prod, 0, 1);
+    this.headers = new Int32Array(prod, this.page);
+    this.data = new DataView(prod, this.page);
+    this.bytes = new Uint8Array(prod, this.page);
+    this.fd = fd;
+  }
+
+  private readonly fd: number;
+
+  /** Starts listening; records are delivered from the event loop. */
+  start(): void {
+    this.poller = koffi.node.poll(this.fd, { readable: true, writable: false, disconnect: false }, () => this.onReadable());
+  }
+
+  private onReadable(): void {
+    this.poller?.stop();
+    this.drain();
+    if (!this.closed) this.timer = setTimeout(() => this.afterBatch(), this.batchMs);
+  }
+
+  private afterBatch(): void {
+    this.timer = null;
+    // Anything produced during the pause without a wake-up is read now; then wait for the next.
+    this.drain();
+    if (!this.closed) this.poller?.start({ readable: true, writable: false, disconnect: false }, () => this.onReadable());
+  }
+
+  /** Consumes every committed record; returns how many were delivered. */
+  drain(): number {
+    let cons = Number(Atomics.load(this.consumerPos, 0));
+    const prod = Number(Atomics.load(this.producerPos, 0));
+    let delivered = 0;
+    while (cons < prod) {
+      const off = cons % this.size;
+      const header = Atomics.load(this.headers, off >> 2) >>> 0;
+      if (header & BUSY_BIT) break; // reserved, not yet committed
+      const len = header & ~(BUSY_BIT | DISCARD_BIT);
+      if (!(header & DISCARD_BIT)) {
+        this.onRecord(this.data, this.bytes, off + HEADER, len);
+        delivered++;
+      }
+      cons += (len + HEADER + 7) & ~7;
+    }
+    Atomics.store(this.consumerPos, 0, BigInt(cons));
+    return delivered;
+  }
+
+  /** Stops listening and delivers what is still in the ring. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.poller?.close();
+    this.poller = null;
+    this.drain();
+    c.munmap(this.consumerPtr, this.page);
+    c.munmap(this.producerPtr, this.page + 2 * this.size);
+  }
+}

@@ -1,0 +1,135 @@
+import type { CapturedPacket } from './probe/decoder.js';
+import type { Ownership } from './netns-addresses.js';
+import { FLAG_BITS } from './probe/event-layout.js';
+
+/** Packets whose IP header failed validation carry no trustworthy identity: never merged. */
+const UNVALIDATED = FLAG_BITS['bad-version'] | FLAG_BITS['bad-ihl'] | FLAG_BITS['bad-length'] | FLAG_BITS['exthdr-limit'];
+
+export type ObservationPointName = 'destination' | 'host' | 'forwarded' | 'unknown';
+
+/** A packet reported once, from the sighting that best shows where it went. */
+export interface ReportedPacket {
+  packet: CapturedPacket;
+  point: ObservationPointName;
+  sightings: number;
+}
+
+interface Pending {
+  best: CapturedPacket;
+  point: ObservationPointName;
+  sightings: number;
+  seenAt: number;
+}
+
+export interface SightingsOptions {
+  /** How long a sighting on the way waits for the same packet at its destination. */
+  holdMs: number;
+  /**
+   * How long a reported packet is remembered so later sightings are merged, not reported again
+   * (a packet can wait ~1 s in the node for neighbour resolution before reaching its pod).
+   */
+  rememberMs: number;
+  /** Bound on packets tracked at once; past it packets are reported without merging. */
+  maxPending: number;
+  owns: (netns: number, ip: string) => Ownership;
+  hostNetns: () => number;
+  report: (r: ReportedPacket) => void;
+}
+
+/**
+ * A packet is seen once per network namespace it enters (node, then pod). Sightings of one
+ * packet share its identity (addresses, IP id, ICMP header, fragment, length; not the TTL).
+ * A sighting at the destination is reported at once; one on the way is held `holdMs` in case the
+ * destination's sighting follows, which then replaces it. Sightings within `rememberMs` of the
+ * first only count.
+ */
+export class SightingMerger {
+  /** Packets seen only on the way so far, in arrival order. */
+  private readonly held = new Map<string, Pending>();
+  /** Packets already reported, in report order, with the time they were first seen. */
+  private readonly recent = new Map<string, Pending>();
+  private readonly timer: NodeJS.Timeout;
+  overflowed = 0;
+  merged = 0;
+
+  constructor(private readonly opts: SightingsOptions) {
+    this.timer = setInterval(() => this.expire(Date.now()), Math.max(5, opts.holdMs / 2));
+    this.timer.unref();
+  }
+
+  private classify(p: CapturedPacket): ObservationPointName {
+    switch (this.opts.owns(p.netns, p.dst)) {
+      case 'local':
+        return p.netns === this.opts.hostNetns() ? 'host' : 'destination';
+      case 'remote':
+        return 'forwarded';
+      default:
+        return 'unknown';
+    }
+  }
+
+  add(p: CapturedPacket): void {
+    const point = this.classify(p);
+    if (p.flags & UNVALIDATED) {
+      this.opts.report({ packet: p, point, sightings: 1 });
+      return;
+    }
+    const key = `${p.family}|${p.src}|${p.dst}|${p.ipId}|${p.type}|${p.code}|${p.echoId}|${p.echoSeq}|${p.fragOff}|${p.totLen}`;
+    const done = this.recent.get(key);
+    if (done) {
+      done.sightings++;
+      this.merged++;
+      return;
+    }
+    const atDestination = point === 'destination' || point === 'host';
+    const waiting = this.held.get(key);
+    if (waiting) {
+      waiting.sightings++;
+      this.merged++;
+      // The latest hop on the way is the closest to the destination.
+      waiting.best = p;
+      waiting.point = point;
+      if (atDestination) this.reportHeld(key, waiting);
+      return;
+    }
+    if (this.held.size + this.recent.size >= this.opts.maxPending) {
+      this.overflowed++;
+      this.opts.report({ packet: p, point, sightings: 1 });
+      return;
+    }
+    const entry: Pending = { best: p, point, sightings: 1, seenAt: Date.now() };
+    if (atDestination) {
+      this.recent.set(key, entry);
+      this.opts.report({ packet: p, point, sightings: 1 });
+    } else {
+      this.held.set(key, entry);
+    }
+  }
+
+  private reportHeld(key: string, e: Pending): void {
+    this.held.delete(key);
+    this.recent.set(key, e);
+    this.opts.report({ packet: e.best, point: e.point, sightings: e.sightings });
+  }
+
+  /** Reports packets held longer than holdMs; forgets reported ones older than rememberMs. */
+  private expire(now: number): void {
+    const holdCutoff = now - this.opts.holdMs;
+    for (const [key, e] of this.held) {
+      if (e.seenAt > holdCutoff) break;
+      this.reportHeld(key, e);
+    }
+    const forgetCutoff = now - this.opts.rememberMs;
+    for (const [key, e] of this.recent) {
+      if (e.seenAt > forgetCutoff) break;
+      this.recent.delete(key);
+    }
+  }
+
+  /** Reports everything still held (shutdown). */
+  flush(): void {
+    clearInterval(this.timer);
+    for (const [key, e] of this.held) this.reportHeld(key, e);
+    this.recent.clear();
+  }
+}

@@ -1,0 +1,79 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { parseFlags, hostPort, UsageError } from '../common/config.js';
+import { createLogger } from '../common/log.js';
+import { Agent } from '../agent/agent.js';
+import { DEFAULT_OBJECT, ProbeError } from '../agent/probe/probe.js';
+import { EndpointsFileError } from '../agent/enrich/endpoints-file.js';
+
+export const summary = `icmpwatch agent: capture ICMP/ICMPv6 on this node and print one line per event
+
+  --node-name NAME          node name (default: $NODE_NAME, then the hostname)
+  --probe auto|tracepoint   hook to attach (auto picks the best the kernel allows)
+  --log-format text|json    event lines on stdout (operational logs are JSON on stderr)
+  --metrics-addr HOST:PORT  serve /healthz /readyz /metrics (default :9090; "off" to disable)
+  --endpoints-file FILE     JSON {"endpoints":[{"ip","namespace","pod",...}]} naming addresses; reloaded on change
+  --events-per-second N     per-node limit before packets are only counted in-kernel (default 10000; 0 = none)
+  --ring-bytes N            BPF ring buffer size, a power of two (default 4194304)
+  --bpf-object PATH         the compiled BPF object (default: build/bpf/icmpwatch.bpf.o)`;
+
+const Flags = z.object({
+  nodeName: z.string().min(1).optional(),
+  probe: z.enum(['auto', 'tracepoint']).default('auto'),
+  logFormat: z.enum(['text', 'json']).default('text'),
+  metricsAddr: z.union([z.literal('off'), hostPort()]).default(':9090'),
+  endpointsFile: z.string().min(1).optional(),
+  eventsPerSecond: z.coerce.number().int().min(0).default(10000),
+  ringBytes: z.coerce
+    .number()
+    .int()
+    .min(4096)
+    .refine((n) => (n & (n - 1)) === 0, 'must be a power of two')
+    .default(4 * 1024 * 1024),
+  bpfObject: z.string().default(DEFAULT_OBJECT),
+  holdMs: z.coerce.number().int().min(0).max(1000).default(50),
+});
+
+export async function run(argv: string[]): Promise<number> {
+  const flags = parseFlags(argv, Flags);
+  const log = createLogger('agent');
+  let agent: Agent;
+  try {
+    agent = await Agent.start(
+      {
+        node: flags.nodeName ?? process.env.NODE_NAME ?? hostname(),
+        hook: flags.probe,
+        objectPath: flags.bpfObject,
+        ringBytes: flags.ringBytes,
+        eventsPerSecond: flags.eventsPerSecond,
+        logFormat: flags.logFormat,
+        metricsAddr: flags.metricsAddr === 'off' ? null : flags.metricsAddr,
+        endpointsFile: flags.endpointsFile ?? null,
+        holdMs: flags.holdMs,
+      },
+      log,
+    );
+  } catch (err) {
+    if (err instanceof EndpointsFileError) throw new UsageError(`--endpoints-file: ${err.message}`);
+    if (err instanceof ProbeError) {
+      log.error({ attempts: err.attempts }, err.message);
+      return 1;
+    }
+    throw err;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  const deadline = setTimeout(() => {
+    log.error('shutdown took longer than 5 s; exiting');
+    process.exit(1);
+  }, 5000);
+  await agent.stop();
+  clearTimeout(deadline);
+  return 0;
+}

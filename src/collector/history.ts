@@ -1,0 +1,64 @@
+// The bounded in-memory history (count and age) that `last`, `since` and `until` read. Entries are
+// kept in the order they were stored; each gets an index so a subscriber can tell where the
+// history it was sent ends and live delivery begins.
+import { Deque } from '../common/deque.js';
+import type { icmpwatch } from '../common/proto.js';
+
+export interface HistoryEntry {
+  index: number;
+  /** Time the record is about (event time, end of a loss), see timestampMs. */
+  timeMs: number;
+  response: icmpwatch.v1.ISubscribeResponse;
+}
+
+export interface HistoryQuery {
+  last: number;
+  since: number | null;
+  until: number | null;
+  matches(response: icmpwatch.v1.ISubscribeResponse): boolean;
+}
+
+export class History {
+  private readonly entries = new Deque<HistoryEntry>();
+  private nextIndex = 1;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly maxAgeMs: number,
+  ) {}
+
+  get size(): number {
+    return this.entries.length;
+  }
+
+  get oldest(): HistoryEntry | undefined {
+    return this.entries.peek();
+  }
+
+  append(response: icmpwatch.v1.ISubscribeResponse, timeMs: number, now = Date.now()): HistoryEntry {
+    const entry = { index: this.nextIndex++, timeMs, response };
+    this.entries.push(entry);
+    while (this.entries.length > this.maxEntries) this.entries.shift();
+    while ((this.entries.peek()?.timeMs ?? Infinity) < now - this.maxAgeMs) this.entries.shift();
+    return entry;
+  }
+
+  /**
+   * Matching entries in the time range, oldest first: with `last`, back to the last-th event (notices
+   * in between come along but do not count).
+   */
+  query(q: HistoryQuery): HistoryEntry[] {
+    const out: HistoryEntry[] = [];
+    let events = 0;
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      const e = this.entries.at(i)!;
+      if (q.since !== null && e.timeMs < q.since) continue;
+      if (q.until !== null && e.timeMs > q.until) continue;
+      if (!q.matches(e.response)) continue;
+      out.push(e);
+      if (e.response.event) events++;
+      if (q.last > 0 && events >= q.last) break;
+    }
+    return out.reverse();
+  }
+}

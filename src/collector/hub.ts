@@ -1,0 +1,41 @@
+// Live fan-out: every stored record goes to each following subscriber whose filters match. Offering
+// never blocks (each subscriber has its own bounded queue), so one slow reader slows no one else.
+import type { icmpwatch } from '../common/proto.js';
+import type { CompiledFilters } from './filter.js';
+import type { Subscriber } from './subscriber.js';
+
+interface Follower {
+  subscriber: Subscriber;
+  filters: CompiledFilters;
+  until: number | null;
+}
+
+export function responseMatches(filters: CompiledFilters, response: icmpwatch.v1.ISubscribeResponse): boolean {
+  return response.event ? filters.event(response.event) : filters.notice(response.nodeName ?? '');
+}
+
+export class Hub {
+  private readonly followers = new Set<Follower>();
+
+  get size(): number {
+    return this.followers.size;
+  }
+
+  follow(subscriber: Subscriber, filters: CompiledFilters, until: number | null): void {
+    const follower = { subscriber, filters, until };
+    this.followers.add(follower);
+    subscriber.onClose(() => this.followers.delete(follower));
+  }
+
+  publish(response: icmpwatch.v1.ISubscribeResponse, timeMs: number): void {
+    for (const f of this.followers) {
+      if (f.until !== null && timeMs > f.until) continue;
+      if (responseMatches(f.filters, response)) f.subscriber.offer(response, timeMs);
+    }
+  }
+
+  /** Ends every stream after what is queued for it has been sent. */
+  endAll(): void {
+    for (const f of this.followers) f.subscriber.end();
+  }
+}

@@ -1,0 +1,147 @@
+// How an event is printed, identically by the agent's node log and by `icmpwatch observe`.
+import { icmpName, type IpFamily } from './icmp-names.js';
+import { icmpwatch, google } from './proto.js';
+
+const v1 = icmpwatch.v1;
+
+/** "FLAG_MORE_FRAGMENTS" -> "more-fragments"; an unknown number stays a number. */
+function enumLabel(names: Record<number, string>, prefix: string, value: number): string {
+  const name = names[value];
+  return name === undefined ? String(value) : name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
+}
+
+export function familyOf(ev: icmpwatch.v1.IEvent): IpFamily | null {
+  return ev.family === v1.Family.FAMILY_IPV4 ? 'ipv4' : ev.family === v1.Family.FAMILY_IPV6 ? 'ipv6' : null;
+}
+
+/** RFC 3339 in UTC with nanoseconds, or with milliseconds when `millis`. */
+export function formatTimestamp(ts: google.protobuf.ITimestamp | null | undefined, millis = false): string {
+  const seconds = Number(ts?.seconds ?? 0);
+  const nanos = ts?.nanos ?? 0;
+  const base = new Date(seconds * 1000).toISOString().slice(0, 19);
+  const fraction = String(nanos).padStart(9, '0');
+  return `${base}.${millis ? fraction.slice(0, 3) : fraction}Z`;
+}
+
+function isEcho(family: IpFamily | null, type: number): boolean {
+  return family === 'ipv4' ? type === 0 || type === 8 : family === 'ipv6' ? type === 128 || type === 129 : false;
+}
+
+function icmpLabel(ev: icmpwatch.v1.IEvent): string {
+  const family = familyOf(ev);
+  const icmp = ev.icmp ?? {};
+  if (icmp.name) return icmp.name;
+  return family ? icmpName(family, icmp.type ?? 0, icmp.code ?? 0) : `type-${icmp.type ?? 0}`;
+}
+
+type Json = string | number | boolean | Json[] | { [key: string]: Json };
+
+function endpointToJson(ep: icmpwatch.v1.IEndpoint | null | undefined): Record<string, Json> {
+  const out: Record<string, Json> = { ip: ep?.ip ?? '' };
+  if (!ep) return out;
+  if (ep.namespace) out.namespace = ep.namespace;
+  if (ep.pod) out.pod = ep.pod;
+  if (ep.podUid) out.pod_uid = ep.podUid;
+  if (ep.labels && Object.keys(ep.labels).length > 0) out.labels = { ...ep.labels };
+  if (ep.workload?.name) out.workload = { kind: ep.workload.kind ?? '', name: ep.workload.name };
+  if (ep.node) out.node = ep.node;
+  if (ep.service) out.service = ep.service;
+  if (ep.kind) out.kind = enumLabel(v1.EndpointKind, 'ENDPOINT_KIND_', ep.kind);
+  if (ep.enrichment) out.enrichment = enumLabel(v1.Enrichment, 'ENRICHMENT_', ep.enrichment);
+  return out;
+}
+
+function quotedToJson(q: icmpwatch.v1.IQuotedPacket): Record<string, Json> {
+  const out: Record<string, Json> = { source: q.source ?? '', destination: q.destination ?? '', protocol: q.protocol ?? 0 };
+  if (q.sourcePort) out.source_port = q.sourcePort;
+  if (q.destinationPort) out.destination_port = q.destinationPort;
+  if (q.echoId || q.echoSeq) Object.assign(out, { echo_id: q.echoId ?? 0, echo_seq: q.echoSeq ?? 0 });
+  return out;
+}
+
+/** The JSON object of one event (field names fixed by the capture issue); unset fields omitted. */
+export function eventToJson(ev: icmpwatch.v1.IEvent): Record<string, Json> {
+  const family = familyOf(ev);
+  const icmp = ev.icmp ?? {};
+  const type = icmp.type ?? 0;
+  const icmpOut: Record<string, Json> = { type, code: icmp.code ?? 0, name: icmpLabel(ev) };
+  if (isEcho(family, type)) Object.assign(icmpOut, { id: icmp.id ?? 0, seq: icmp.seq ?? 0 });
+  if (icmp.mtu) icmpOut.mtu = icmp.mtu;
+  if (icmp.quoted) icmpOut.quoted = quotedToJson(icmp.quoted);
+
+  const out: Record<string, Json> = {
+    time: formatTimestamp(ev.time),
+    node: ev.node ?? '',
+    family: family ?? 'unspecified',
+    source: endpointToJson(ev.source),
+    destination: endpointToJson(ev.destination),
+    icmp: icmpOut,
+  };
+  if (ev.ttl) out.ttl = ev.ttl;
+  if (ev.length) out.length = ev.length;
+  if (ev.ipId) out.ip_id = ev.ipId;
+  if (ev.fragmentOffset) out.fragment_offset = ev.fragmentOffset;
+  const obs = ev.observation;
+  if (obs) {
+    const o: Record<string, Json> = {
+      hook: enumLabel(v1.Hook, 'HOOK_', obs.hook ?? 0),
+      point: enumLabel(v1.ObservationPoint, 'OBSERVATION_POINT_', obs.point ?? 0),
+    };
+    if (obs.ifindex) o.ifindex = obs.ifindex;
+    if (obs.interface) o.interface = obs.interface;
+    if (obs.netns) o.netns = Number(obs.netns);
+    if (obs.sightings) o.sightings = obs.sightings;
+    out.observation = o;
+  }
+  out.flags = (ev.flags ?? []).map((f) => enumLabel(v1.Flag, 'FLAG_', f));
+  if (ev.summary) {
+    out.summary = {
+      packets: Number(ev.summary.packets ?? 0),
+      first: formatTimestamp(ev.summary.first),
+      last: formatTimestamp(ev.summary.last),
+    };
+  }
+  if (ev.sequence) out.sequence = Number(ev.sequence);
+  return out;
+}
+
+function endpointToText(ep: icmpwatch.v1.IEndpoint | null | undefined): string {
+  const ip = ep?.ip || '?';
+  if (ep?.pod) return `${ip} (${ep.namespace}/${ep.pod})`;
+  if (ep?.service) return `${ip} (${ep.namespace}/${ep.service} service)`;
+  if (ep?.node) return `${ip} (node ${ep.node})`;
+  return ip;
+}
+
+/** One line: time node name source -> destination details [observation] flags. */
+export function eventToText(ev: icmpwatch.v1.IEvent): string {
+  const family = familyOf(ev);
+  const icmp = ev.icmp ?? {};
+  const parts = [
+    formatTimestamp(ev.time, true),
+    ev.node || '?',
+    icmpLabel(ev),
+    endpointToText(ev.source),
+    '->',
+    endpointToText(ev.destination),
+  ];
+  if (isEcho(family, icmp.type ?? 0)) parts.push(`id=${icmp.id ?? 0}`, `seq=${icmp.seq ?? 0}`);
+  if (icmp.mtu) parts.push(`mtu=${icmp.mtu}`);
+  const q = icmp.quoted;
+  if (q) {
+    const port = (p: number | null | undefined) => (p ? `:${p}` : '');
+    parts.push(`quoted=${q.source}${port(q.sourcePort)}->${q.destination}${port(q.destinationPort)}/proto=${q.protocol ?? 0}`);
+  }
+  if (ev.ttl) parts.push(`ttl=${ev.ttl}`);
+  if (ev.length) parts.push(`len=${ev.length}`);
+  const obs = ev.observation;
+  if (obs) {
+    const where = [enumLabel(v1.ObservationPoint, 'OBSERVATION_POINT_', obs.point ?? 0)];
+    if (obs.interface || obs.ifindex) where.push(`if=${obs.interface || obs.ifindex}`);
+    if (obs.netns) where.push(`netns=${Number(obs.netns)}`);
+    parts.push(`[${where.join(' ')}]`);
+  }
+  if (ev.flags?.length) parts.push(`flags=${ev.flags.map((f) => enumLabel(v1.Flag, 'FLAG_', f)).join(',')}`);
+  if (ev.summary) parts.push(`x${Number(ev.summary.packets ?? 0)} packets suppressed`);
+  return parts.join(' ');
+}

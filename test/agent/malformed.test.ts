@@ -1,0 +1,172 @@
+// Hand-made frames sent with AF_PACKET from a demo pod into the node namespace: every case the
+// parser must flag instead of decoding (shared/notes/kernel.md), plus the non-linear trap.
+import { expect } from 'chai';
+import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
+import { DemoNetwork } from '../../src/cli/demo-network.js';
+import { icmpwatch } from '../../src/common/proto/icmpwatch.js';
+import { isRoot, requirePrerequisite } from '../setup.js';
+import { echo, ethernet, icmp, ipv4, ipv6, vlanTag } from './frames.js';
+import { startAgent, type RunningAgent } from './harness.js';
+
+const { Flag } = icmpwatch.v1;
+const SENDER = fileURLToPath(new URL('./send-frames.py', import.meta.url));
+
+describe('malformed and tricky packets (real kernel, raw frames)', function () {
+  let net: DemoNetwork;
+  let run: RunningAgent;
+  let nodeNetns: number;
+  let srcMac: string;
+  let dstMac: string;
+  let srcIp: string;
+  let dstIp: string;
+  let src6: string;
+  let dst6: string;
+
+  before(async function () {
+    requirePrerequisite(this, isRoot, 'root (BPF, network namespaces)');
+    net = await DemoNetwork.create('routed');
+    run = await startAgent();
+    nodeNetns = net.netnsInode(net.node);
+    const link = async (ns: string, dev: string) =>
+      (JSON.parse((await net.exec(ns, ['ip', '-j', 'link', 'show', dev])).stdout) as { address: string }[])[0]!.address;
+    srcMac = await link(net.pod('a').netns, 'eth0');
+    dstMac = await link(net.node, 'va');
+    srcIp = net.pod('a').ipv4;
+    dstIp = srcIp.replace(/\.2$/, '.1');
+    src6 = net.pod('a').ipv6;
+    dst6 = src6.replace(/::2$/, '::1');
+  });
+
+  after(async () => {
+    await run?.stop();
+    await net?.destroy();
+  });
+
+  beforeEach(() => run?.mark());
+
+  function send(frames: Buffer[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn('ip', ['netns', 'exec', net.pod('a').netns, 'python3', SENDER, 'eth0'], { stdio: ['pipe', 'inherit', 'inherit'] });
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`sender exited ${code}`))));
+      child.stdin.end(frames.map((f) => f.toString('hex')).join('\n') + '\n');
+    });
+  }
+
+  const v4 = (payload: Buffer) => ethernet(dstMac, srcMac, 0x0800, payload);
+  const v6 = (payload: Buffer) => ethernet(dstMac, srcMac, 0x86dd, payload);
+  const inNode = (e: icmpwatch.v1.IEvent) => Number(e.observation?.netns) === nodeNetns;
+  const hasFlag = (f: icmpwatch.v1.Flag) => (e: icmpwatch.v1.IEvent) => inNode(e) && (e.flags ?? []).includes(f);
+
+  /** Sends one frame and returns the single event it produced. */
+  async function one(frame: Buffer, match: (e: icmpwatch.v1.IEvent) => boolean): Promise<icmpwatch.v1.IEvent> {
+    await send([frame]);
+    const found = await run.waitFor(match);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(run.recent().filter(match)).to.have.length(1);
+    run.mark();
+    return found[0]!;
+  }
+
+  it('decodes a valid echo and ignores link-layer padding after the IP length', async () => {
+    const ev = await one(v4(Buffer.concat([ipv4({ src: srcIp, dst: dstIp, id: 501 }, echo(8, 1001, 7)), Buffer.alloc(12)])), (e) => inNode(e) && e.ipId === 501);
+    expect(ev.icmp).to.include({ type: 8, id: 1001, seq: 7 });
+    expect(ev.flags).to.deep.equal([Flag.FLAG_PADDED]);
+    expect(ev.length).to.equal(20 + 8 + 16);
+  });
+
+  const undecoded: [string, () => Buffer, icmpwatch.v1.Flag][] = [
+    ['an IP version that disagrees with the ethertype', () => v4(ipv4({ src: '0.0.0.0', dst: '0.0.0.0', version: 5 }, echo(8, 2001, 1))), Flag.FLAG_BAD_VERSION],
+    ['a header length under 20 bytes', () => v4(ipv4({ src: '0.0.0.0', dst: '0.0.0.0', ihlWords: 4 }, echo(8, 2002, 1))), Flag.FLAG_BAD_IHL],
+    ['a header length past the packet', () => v4(ipv4({ src: '0.0.0.0', dst: '0.0.0.0', ihlWords: 15, totLen: 28 }, Buffer.alloc(0)).subarray(0, 28)), Flag.FLAG_BAD_IHL],
+    ['a total length past the packet', () => v4(ipv4({ src: '0.0.0.0', dst: '0.0.0.0', totLen: 1000 }, echo(8, 2004, 1))), Flag.FLAG_BAD_LENGTH],
+    ['a total length under the header length', () => v4(ipv4({ src: '0.0.0.0', dst: '0.0.0.0', totLen: 10 }, echo(8, 2005, 1))), Flag.FLAG_BAD_LENGTH],
+  ];
+  for (const [what, frame, flag] of undecoded) {
+    it(`flags ${what} and decodes nothing`, async () => {
+      const ev = await one(frame(), hasFlag(flag));
+      expect(ev.icmp ?? null).to.equal(null);
+      expect(ev.source?.ip).to.equal('0.0.0.0');
+    });
+  }
+
+  it('never decodes an ICMP header in a non-first fragment', async () => {
+    // The fragment's first bytes look like an echo reply; they are payload, not a header.
+    const ev = await one(v4(ipv4({ src: srcIp, dst: dstIp, id: 503, fragOffsetBytes: 1480 }, echo(0, 3003, 3))), hasFlag(Flag.FLAG_FRAGMENT));
+    expect(ev.icmp ?? null).to.equal(null);
+    expect(ev.fragmentOffset).to.equal(1480);
+    expect(ev.source?.ip).to.equal(srcIp);
+  });
+
+  it('flags ICMP shorter than 4 bytes, and an echo shorter than 8', async () => {
+    const short = await one(v4(ipv4({ src: srcIp, dst: dstIp, id: 504 }, Buffer.from([8, 0]))), (e) => inNode(e) && e.ipId === 504);
+    expect(short.flags).to.deep.equal([Flag.FLAG_TRUNCATED]);
+    expect(short.icmp ?? null).to.equal(null);
+    const echoShort = await one(v4(ipv4({ src: srcIp, dst: dstIp, id: 505 }, Buffer.from([8, 0, 0, 0, 1, 2]))), (e) => inNode(e) && e.ipId === 505);
+    expect(echoShort.flags).to.deep.equal([Flag.FLAG_TRUNCATED]);
+    expect(echoShort.icmp ?? null).to.equal(null);
+  });
+
+  it('flags an error message that quotes too little of the original packet', async () => {
+    const quote = Buffer.alloc(10, 0x45);
+    const ev = await one(v4(ipv4({ src: srcIp, dst: dstIp, id: 506 }, icmp(3, 3, [0, 0, 0, 0], quote))), (e) => inNode(e) && e.ipId === 506);
+    expect(ev.flags).to.include(Flag.FLAG_INNER_TRUNCATED);
+    expect(ev.icmp?.quoted ?? null).to.equal(null);
+  });
+
+  it('decodes through a VLAN tag and says so', async () => {
+    const frame = ethernet(dstMac, srcMac, 0x8100, vlanTag(100, 0x0800, ipv4({ src: srcIp, dst: dstIp, id: 507 }, echo(8, 1007, 9))));
+    const ev = await one(frame, (e) => inNode(e) && e.ipId === 507);
+    expect(ev.flags).to.deep.equal([Flag.FLAG_VLAN]);
+    expect(ev.icmp).to.include({ type: 8, id: 1007, seq: 9 });
+  });
+
+  it('walks IPv6 extension headers to the ICMPv6 header', async () => {
+    const pad6 = Buffer.from([1, 4, 0, 0, 0, 0]); // PadN option: 6 bytes after next/len
+    const ev = await one(
+      v6(ipv6(src6, dst6, [{ type: 0, body: pad6 }, { type: 60, body: pad6 }], 58, echo(128, 1008, 11))),
+      (e) => inNode(e) && e.icmp?.id === 1008,
+    );
+    expect(ev.icmp).to.include({ type: 128, seq: 11 });
+    expect(ev.flags).to.deep.equal([]);
+  });
+
+  it('flags an IPv6 extension header chain longer than it walks', async () => {
+    const pad6 = Buffer.from([1, 4, 0, 0, 0, 0]);
+    const chain = Array.from({ length: 7 }, () => ({ type: 60, body: pad6 }));
+    const ev = await one(v6(ipv6(src6, dst6, chain, 58, echo(128, 1009, 1))), hasFlag(Flag.FLAG_EXTHDR_LIMIT));
+    expect(ev.icmp ?? null).to.equal(null);
+  });
+
+  it('flags an IPv6 non-first fragment of ICMPv6 without decoding it', async () => {
+    const frag = Buffer.from([0x04, 0xd0, 0, 0, 0x12, 0x34]); // offset 1232, id 0x1234
+    const ev = await one(v6(ipv6(src6, dst6, [{ type: 44, body: frag }], 58, echo(129, 3010, 1))), hasFlag(Flag.FLAG_FRAGMENT));
+    expect(ev.icmp ?? null).to.equal(null);
+    expect(ev.fragmentOffset).to.equal(1232);
+  });
+
+  it('counts every malformed packet in the kernel', async () => {
+    const before = run.agent.probe.readCounters().malformed;
+    await send(undecoded.map(([, frame]) => frame()));
+    await run.waitFor((e) => inNode(e) && (e.flags ?? []).some((f) => f === Flag.FLAG_BAD_VERSION || f === Flag.FLAG_BAD_IHL || f === Flag.FLAG_BAD_LENGTH), undecoded.length);
+    expect(run.agent.probe.readCounters().malformed - before).to.equal(undecoded.length);
+  });
+
+  it('never decodes headers outside the linear area (the stale-read trap)', async () => {
+    for (const ns of [net.pod('a').netns, net.pod('b').netns]) await net.exec(ns, ['ip', 'link', 'set', 'eth0', 'mtu', '65000']);
+    for (const dev of ['va', 'vb']) await net.exec(net.node, ['ip', 'link', 'set', dev, 'mtu', '65000']);
+    await net.ping('a', 'b', 4, ['-c', '3', '-i', '0.1', '-s', '30000']);
+    const a = net.pod('a').ipv4;
+    const b = net.pod('b').ipv4;
+    const flow = (e: icmpwatch.v1.IEvent) => e.source?.ip === a && e.destination?.ip === b;
+    const seen = await run.waitFor(flow, 3);
+    await new Promise((r) => setTimeout(r, 200));
+    for (const ev of run.recent().filter(flow)) {
+      if ((ev.flags ?? []).includes(Flag.FLAG_NONLINEAR)) expect(ev.icmp ?? null).to.equal(null);
+      else expect(ev.icmp).to.include({ type: 8 });
+    }
+    expect(seen.length).to.be.at.least(3);
+    expect(run.agent.probe.readCounters().nonlinear).to.be.greaterThan(0);
+  });
+});
