@@ -46,7 +46,7 @@ dist/.built: $(PROTO_JS) $(TS_SRC) tsconfig.json package-lock.json
 	@touch $@
 
 test: build
-	mocha
+	mocha 'test/**/*.test.ts'
 
 demo: build
 	./bin/icmpwatch demo

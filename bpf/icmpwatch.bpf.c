@@ -473,3 +473,42 @@ int receive_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 	return handle_skb(skb, BPF_CORE_READ(skb, data), bpf_ntohs(BPF_CORE_READ(skb, protocol)),
 			  ICMPW_HOOK_RAW_TP);
 }
+
+/*
+ * ip_rcv_core / ip6_rcv_core return the skb they validated, or NULL when they dropped it.
+ * At return, skb->data is the network header (the callers pull nothing before it).
+ */
+static __always_inline int handle_rcv_core(struct sk_buff *skb, __u16 proto, __u8 hook)
+{
+	if (!skb) {
+		count(ICMPW_C_RCV_DROPPED);
+		return 0;
+	}
+	return handle_skb(skb, BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header), proto, hook);
+}
+
+SEC("fexit/ip_rcv_core")
+int BPF_PROG(fexit_ip_rcv_core, struct sk_buff *skb, struct net *net, struct sk_buff *ret)
+{
+	return handle_rcv_core(ret, ETH_P_IP, ICMPW_HOOK_FEXIT);
+}
+
+SEC("fexit/ip6_rcv_core")
+int BPF_PROG(fexit_ip6_rcv_core, struct sk_buff *skb, struct net_device *dev, struct net *net,
+	     struct sk_buff *ret)
+{
+	return handle_rcv_core(ret, ETH_P_IPV6, ICMPW_HOOK_FEXIT);
+}
+
+/* Attached by the agent to the resolved symbol (ip_rcv_core, or ip_rcv_core.isra.N, ...). */
+SEC("kretprobe")
+int BPF_KRETPROBE(kretprobe_ip_rcv_core, struct sk_buff *ret)
+{
+	return handle_rcv_core(ret, ETH_P_IP, ICMPW_HOOK_KRETPROBE);
+}
+
+SEC("kretprobe")
+int BPF_KRETPROBE(kretprobe_ip6_rcv_core, struct sk_buff *ret)
+{
+	return handle_rcv_core(ret, ETH_P_IPV6, ICMPW_HOOK_KRETPROBE);
+}

@@ -18,6 +18,7 @@ export interface AgentConfig {
   node: string;
   hook: HookChoice;
   objectPath: string;
+  btfPath: string | null;
   ringBytes: number;
   eventsPerSecond: number;
   logFormat: LogFormat;
@@ -77,17 +78,18 @@ export class Agent {
     const probe = Probe.open({
       hook: cfg.hook,
       objectPath: cfg.objectPath,
+      btfPath: cfg.btfPath,
       ringBytes: cfg.ringBytes,
       eventsPerSecond: cfg.eventsPerSecond,
       wakeupBytes: Math.min(64 * 1024, cfg.ringBytes / 4),
       onLibbpfMessage: (level, message) => log[level === 'warn' ? 'warn' : 'debug']({ libbpf: true }, message),
     });
     for (const a of probe.attempts) {
-      if (a.attached) log.info({ hook: a.hook }, 'probe attached');
-      else log.warn({ hook: a.hook, reason: a.reason }, 'hook refused; trying the next one');
+      if (a.attached) log.info({ hook: a.hook, symbols: a.symbols, warnings: a.warnings }, 'probe attached');
+      else log.warn({ hook: a.hook, symbols: a.symbols, reason: a.reason }, 'hook refused');
     }
     const nodeLog = new NodeLog(cfg.logFormat, out);
-    const builder = new EventBuilder(cfg.node, resolver, new WallClock(), (netns, ifindex) =>
+    const builder = new EventBuilder(cfg.node, resolver, new WallClock(), probe.symbols, (netns, ifindex) =>
       netns === hostNetns ? (hostInterfaces.get(ifindex) ?? '') : '',
     );
     let agent: Agent | null = null;
@@ -105,7 +107,7 @@ export class Agent {
     agent.timers.push(setInterval(() => void agent.tick(), 1000));
     agent.timers.push(setInterval(() => void addresses.refresh().then(() => readHostInterfaces(hostInterfaces)), 5000));
     if (cfg.metricsAddr) agent.ops = await startOpsServer(cfg.metricsAddr, agent.registry, agent, log);
-    log.info({ node: cfg.node, hook: probe.hook, eventsPerSecond: cfg.eventsPerSecond }, 'agent running');
+    log.info({ node: cfg.node, hook: probe.hook, symbols: probe.symbols, eventsPerSecond: cfg.eventsPerSecond }, 'agent running');
     return agent;
   }
 
@@ -171,11 +173,11 @@ export class Agent {
     this.registry.registerMetric(
       new Gauge({
         name: 'icmpwatch_agent_hook_info',
-        help: 'The hook the probe runs on (value 1)',
-        labelNames: ['hook'],
+        help: 'The hook the probe runs on and the kernel symbols it is attached to (value 1)',
+        labelNames: ['hook', 'symbols'],
         registers: [],
         collect() {
-          this.set({ hook: probe.hook }, 1);
+          this.set({ hook: probe.hook, symbols: probe.symbols.join(',') }, 1);
         },
       }),
     );

@@ -55,13 +55,22 @@ export class WallClock {
 /** Turns kernel sightings and flood counts into API events, naming both ends. */
 export class EventBuilder {
   private sequence = 0;
+  /** The hooked symbol per family: ip_rcv_core.isra.N for IPv4, ip6_rcv_core for IPv6, ... */
+  private readonly symbolByFamily: Record<4 | 6, string>;
 
   constructor(
     private readonly node: string,
     private readonly resolver: EndpointResolver,
     private readonly clock: WallClock,
+    symbols: string[],
     private readonly interfaceName: (netns: number, ifindex: number) => string,
-  ) {}
+  ) {
+    const pick = (prefix: string) => symbols.filter((s) => s.startsWith(prefix)).join(',');
+    this.symbolByFamily = {
+      4: pick('ip_rcv_core') || symbols.join(','),
+      6: pick('ip6_rcv_core') || symbols.join(','),
+    };
+  }
 
   fromPacket({ packet: p, point, sightings }: ReportedPacket): icmpwatch.v1.IEvent {
     const family = p.family === 4 ? 'ipv4' : 'ipv6';
@@ -104,6 +113,7 @@ export class EventBuilder {
         interface: this.interfaceName(p.netns, p.ifindex),
         netns: p.netns,
         sightings,
+        symbol: this.symbolByFamily[p.family],
       },
       flags,
       sequence: ++this.sequence,
@@ -120,7 +130,7 @@ export class EventBuilder {
       source: this.resolver.resolve(a.src),
       destination: this.resolver.resolve(a.dst),
       icmp: { type: a.type, code: a.code, name: icmpName(family, a.type, a.code) },
-      observation: { hook: HOOK_IDS[hook], point: v1.ObservationPoint.OBSERVATION_POINT_UNSPECIFIED },
+      observation: { hook: HOOK_IDS[hook], point: v1.ObservationPoint.OBSERVATION_POINT_UNSPECIFIED, symbol: this.symbolByFamily[a.family] },
       summary: { packets: a.packets, first: this.clock.timestamp(a.firstNs), last: this.clock.timestamp(a.lastNs) },
       sequence: ++this.sequence,
       monotonicNs: a.lastNs,

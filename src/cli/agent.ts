@@ -5,11 +5,14 @@ import { createLogger } from '../common/log.js';
 import { Agent } from '../agent/agent.js';
 import { DEFAULT_OBJECT, ProbeError } from '../agent/probe/probe.js';
 import { EndpointsFileError } from '../agent/enrich/endpoints-file.js';
+import { MissingBtfError } from '../agent/probe/kernel-features.js';
 
 export const summary = `icmpwatch agent: capture ICMP/ICMPv6 on this node and print one line per event
 
   --node-name NAME          node name (default: $NODE_NAME, then the hostname)
-  --probe auto|tracepoint   hook to attach (auto picks the best the kernel allows)
+  --probe auto|fexit|kretprobe|tracepoint
+                            hook to attach; auto tries fexit, kretprobe, then the tracepoint
+  --btf PATH                BTF for kernels without /sys/kernel/btf/vmlinux (CO-RE; kretprobe and raw_tp only)
   --log-format text|json    event lines on stdout (operational logs are JSON on stderr)
   --metrics-addr HOST:PORT  serve /healthz /readyz /metrics (default :9090; "off" to disable)
   --endpoints-file FILE     JSON {"endpoints":[{"ip","namespace","pod",...}]} naming addresses; reloaded on change
@@ -19,7 +22,8 @@ export const summary = `icmpwatch agent: capture ICMP/ICMPv6 on this node and pr
 
 const Flags = z.object({
   nodeName: z.string().min(1).optional(),
-  probe: z.enum(['auto', 'tracepoint']).default('auto'),
+  probe: z.enum(['auto', 'fexit', 'kretprobe', 'tracepoint']).default('auto'),
+  btf: z.string().min(1).optional(),
   logFormat: z.enum(['text', 'json']).default('text'),
   metricsAddr: z.union([z.literal('off'), hostPort()]).default(':9090'),
   endpointsFile: z.string().min(1).optional(),
@@ -44,6 +48,7 @@ export async function run(argv: string[]): Promise<number> {
         node: flags.nodeName ?? process.env.NODE_NAME ?? hostname(),
         hook: flags.probe,
         objectPath: flags.bpfObject,
+        btfPath: flags.btf ?? null,
         ringBytes: flags.ringBytes,
         eventsPerSecond: flags.eventsPerSecond,
         logFormat: flags.logFormat,
@@ -55,8 +60,10 @@ export async function run(argv: string[]): Promise<number> {
     );
   } catch (err) {
     if (err instanceof EndpointsFileError) throw new UsageError(`--endpoints-file: ${err.message}`);
+    if (err instanceof MissingBtfError) throw new UsageError(err.message);
     if (err instanceof ProbeError) {
       log.error({ attempts: err.attempts }, err.message);
+      process.stderr.write(`icmpwatch agent: ${err.message}\n`);
       return 1;
     }
     throw err;

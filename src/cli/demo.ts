@@ -44,6 +44,7 @@ export async function run(argv: string[]): Promise<number> {
         node: 'demo-node',
         hook: 'auto',
         objectPath: DEFAULT_OBJECT,
+        btfPath: null,
         ringBytes: 1 << 20,
         eventsPerSecond: 10000,
         logFormat: 'text',

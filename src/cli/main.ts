@@ -11,6 +11,9 @@ const commands: Record<string, () => Promise<Command>> = {
   agent: () => import('./agent.js'),
   probe: () => import('./probe.js'),
   demo: () => import('./demo.js'),
+  collector: () => import('./collector.js'),
+  observe: () => import('./observe.js'),
+  status: () => import('./status.js'),
 };
 
 function usage(): string {

@@ -1,39 +1,73 @@
 import { z } from 'zod';
-import { parseFlags } from '../common/config.js';
-import { DEFAULT_OBJECT, Probe, ProbeError, type HookAttempt } from '../agent/probe/probe.js';
+import { parseFlags, UsageError } from '../common/config.js';
+import { MissingBtfError, readKernelFeatures, type KernelFeatures } from '../agent/probe/kernel-features.js';
+import { DEFAULT_OBJECT, LADDER, Probe, ProbeError, type HookAttempt } from '../agent/probe/probe.js';
+import type { HookName } from '../agent/probe/event-layout.js';
 
-export const summary = `icmpwatch probe: try the hooks on this kernel and report which one the agent would use
+export const summary = `icmpwatch probe: report this kernel's BPF features, whether each hook loads and attaches
+here (and why not), the kernel symbols it resolves to, and the hook \`agent --probe auto\` selects.
 
-  -o text|json   output format (json: {"selected": HOOK, "hooks": [{hook, attached, reason}]})`;
+  -o text|json   output (json: {"selected": "fexit"|"kretprobe"|"tp_btf"|"raw_tp"|null, "kernel": {...}, "hooks": [...]})
+  --btf PATH     BTF file for a kernel without /sys/kernel/btf/vmlinux`;
+
+export interface ProbeReport {
+  selected: HookName | null;
+  kernel: Omit<KernelFeatures, 'btfFunctions'> & { btfFunctions: string[] };
+  hooks: HookAttempt[];
+}
+
+/** Tries every hook on its own (load, attach, detach) in the order `auto` would. */
+export function probeKernel(btfPath: string | null, objectPath = DEFAULT_OBJECT): ProbeReport {
+  const kernel = readKernelFeatures(btfPath);
+  const hooks: HookAttempt[] = [];
+  for (const hook of LADDER.auto) {
+    try {
+      const probe = Probe.open({ hook, objectPath, btfPath, ringBytes: 1 << 16, eventsPerSecond: 0, wakeupBytes: 1 << 14, onLibbpfMessage: () => {} }, kernel);
+      hooks.push(...probe.attempts);
+      probe.close();
+    } catch (err) {
+      if (!(err instanceof ProbeError)) throw err;
+      hooks.push(...(err.attempts.length ? err.attempts : [{ hook, attached: false, reason: err.message }]));
+    }
+  }
+  return {
+    selected: hooks.find((h) => h.attached)?.hook ?? null,
+    kernel: { ...kernel, btfFunctions: Object.entries(kernel.btfFunctions).filter(([, v]) => v).map(([k]) => k) },
+    hooks,
+  };
+}
 
 export async function run(argv: string[]): Promise<number> {
   const flags = parseFlags(
     argv.map((a) => (a === '-o' ? '--output' : a)),
-    z.object({ output: z.enum(['text', 'json']).default('text'), bpfObject: z.string().default(DEFAULT_OBJECT) }),
+    z.object({ output: z.enum(['text', 'json']).default('text'), btf: z.string().min(1).optional(), bpfObject: z.string().default(DEFAULT_OBJECT) }),
   );
-  let attempts: HookAttempt[];
-  let selected: string | null = null;
+  let report: ProbeReport;
   try {
-    const probe = Probe.open({
-      hook: 'auto',
-      objectPath: flags.bpfObject,
-      ringBytes: 1 << 16,
-      eventsPerSecond: 0,
-      wakeupBytes: 1 << 14,
-      onLibbpfMessage: () => {},
-    });
-    attempts = probe.attempts;
-    selected = probe.hook;
-    probe.close();
+    report = probeKernel(flags.btf ?? null, flags.bpfObject);
   } catch (err) {
-    if (!(err instanceof ProbeError)) throw err;
-    attempts = err.attempts;
+    if (err instanceof MissingBtfError) throw new UsageError(err.message);
+    throw err;
   }
   if (flags.output === 'json') {
-    process.stdout.write(JSON.stringify({ selected, hooks: attempts }) + '\n');
+    process.stdout.write(JSON.stringify(report) + '\n');
   } else {
-    for (const a of attempts) process.stdout.write(`${a.hook.padEnd(10)} ${a.attached ? 'ok' : `refused: ${a.reason}`}\n`);
-    process.stdout.write(`selected: ${selected ?? 'none'}\n`);
+    const k = report.kernel;
+    const sym = (r: (typeof k.symbols)['ip_rcv_core']) => (r.status === 'found' ? r.symbols.join(', ') : `${r.status}: ${r.reason}`);
+    process.stdout.write(
+      [
+        `kernel      ${k.release}`,
+        `btf         ${k.kernelBtf ? 'kernel' : 'none'}${k.btfSource && !k.kernelBtf ? ` (using ${k.btfSource})` : ''}; functions: ${k.btfFunctions.join(', ') || 'none'}`,
+        `kprobes     ${k.kprobes ? 'available' : 'not available'}`,
+        `lockdown    ${k.lockdown ?? 'unknown'}`,
+        `ip_rcv_core ${sym(k.symbols.ip_rcv_core)}`,
+        `ip6_rcv_core ${sym(k.symbols.ip6_rcv_core)}`,
+        '',
+        ...report.hooks.map((h) => `${h.hook.padEnd(10)} ${h.attached ? `ok (${(h.symbols ?? []).join(', ')})${h.warnings?.length ? ` ${h.warnings.join('; ')}` : ''}` : `refused: ${h.reason}`}`),
+        '',
+        `selected: ${report.selected ?? 'none'}`,
+      ].join('\n') + '\n',
+    );
   }
-  return selected ? 0 : 1;
+  return report.selected ? 0 : 1;
 }

@@ -6,6 +6,7 @@ import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../common/log.js';
 import { icmpwatch } from '../common/proto.js';
 import { timestampMs } from '../common/grpc/subscribe-request.js';
+import type { AgentAcks, InstanceState } from './agent-acks.js';
 import type { CollectorMetrics } from './metrics.js';
 import type { NodeRegistry } from './nodes.js';
 import type { RateWindow } from './rate.js';
@@ -17,17 +18,6 @@ const { LostEventsSource, NodeState } = icmpwatch.v1;
 
 type IngestCall = ServerDuplexStream<icmpwatch.v1.IIngestRequest, icmpwatch.v1.IIngestResponse>;
 
-/** Acknowledgement state of one agent process (node + agent_instance). */
-interface InstanceState {
-  /** Highest contiguous sequence handed to the store (stored or being stored). */
-  accepted: number;
-  /** Highest contiguous sequence the store confirmed. */
-  durable: number;
-  /** Ring-buffer losses already announced; null until this collector process saw a batch. */
-  lostAnnounced: number | null;
-  lastBatchMs: number;
-}
-
 interface Session {
   node: string;
   instance: string;
@@ -36,50 +26,19 @@ interface Session {
 
 /** Requests queued per stream before the stream is paused (flow control back to the agent). */
 const MAX_QUEUED_REQUESTS = 8;
-/** Old agent processes of a node whose dedup state is kept (a rollout briefly overlaps two). */
-const INSTANCES_PER_NODE = 4;
-
-const instanceKey = (node: string, instance: string) => `${node}\u0000${instance}`;
 
 export class IngestService {
-  private readonly instances = new Map<string, InstanceState>();
   private readonly calls = new Set<IngestCall>();
   private stopping = false;
 
   constructor(
     private readonly store: Store,
+    private readonly acks: AgentAcks,
     private readonly nodes: NodeRegistry,
     private readonly metrics: CollectorMetrics,
     private readonly rate: RateWindow,
     private readonly log: Logger,
   ) {}
-
-  /** Rebuilds acknowledgement state from a record recovered from the journal. */
-  recovered(record: icmpwatch.v1.IJournalRecord): void {
-    const node = record.event?.node ?? record.lostEvents?.nodeName ?? '';
-    const seq = Number(record.lastSequence ?? 0);
-    if (!record.agentInstance || seq === 0) return;
-    const state = this.instance(node, record.agentInstance, true);
-    state.accepted = state.durable = Math.max(state.accepted, seq);
-  }
-
-  private instance(node: string, instance: string, recovered: boolean): InstanceState {
-    const key = instanceKey(node, instance);
-    let state = this.instances.get(key);
-    if (!state) {
-      state = { accepted: 0, durable: 0, lostAnnounced: recovered ? null : 0, lastBatchMs: Date.now() };
-      this.instances.set(key, state);
-      this.forgetOldInstances(node);
-    }
-    return state;
-  }
-
-  private forgetOldInstances(node: string): void {
-    const prefix = instanceKey(node, '');
-    const ofNode = [...this.instances.entries()].filter(([key]) => key.startsWith(prefix));
-    ofNode.sort((a, b) => a[1].lastBatchMs - b[1].lastBatchMs);
-    for (const [key] of ofNode.slice(0, Math.max(0, ofNode.length - INSTANCES_PER_NODE))) this.instances.delete(key);
-  }
 
   handle(call: IngestCall): void {
     if (this.stopping) {
@@ -142,7 +101,7 @@ export class IngestService {
   private hello(hello: icmpwatch.v1.IAgentHello): Session {
     if (!hello.node) throw statusError(status.INVALID_ARGUMENT, 'hello.node: must not be empty');
     if (!hello.agentInstance) throw statusError(status.INVALID_ARGUMENT, 'hello.agent_instance: must not be empty');
-    const state = this.instance(hello.node, hello.agentInstance, false);
+    const state = this.acks.get(hello.node, hello.agentInstance);
     if (this.nodes.connected(hello)) {
       this.log.info({ node: hello.node, agentInstance: hello.agentInstance, hook: hello.hook, symbol: hello.symbol }, 'node connected');
       this.announceNode(hello.node);

@@ -5,9 +5,14 @@ import { icmpwatch, google } from './proto.js';
 const v1 = icmpwatch.v1;
 
 /** "FLAG_MORE_FRAGMENTS" -> "more-fragments"; an unknown number stays a number. */
-function enumLabel(names: Record<number, string>, prefix: string, value: number): string {
-  const name = names[value];
+export function enumLabel(names: Record<number, string>, prefix: string, value: number | null | undefined): string {
+  const name = names[value ?? 0];
   return name === undefined ? String(value) : name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
+}
+
+/** Hooks keep the kernel's spelling: "tp_btf", "raw_tp", "fexit", "kretprobe". */
+export function hookLabel(hook: icmpwatch.v1.Hook | null | undefined): string {
+  return enumLabel(v1.Hook, 'HOOK_', hook).replace(/-/g, '_');
 }
 
 export function familyOf(ev: icmpwatch.v1.IEvent): IpFamily | null {
@@ -84,7 +89,7 @@ export function eventToJson(ev: icmpwatch.v1.IEvent): Record<string, Json> {
   const obs = ev.observation;
   if (obs) {
     const o: Record<string, Json> = {
-      hook: enumLabel(v1.Hook, 'HOOK_', obs.hook ?? 0),
+      hook: hookLabel(obs.hook),
       point: enumLabel(v1.ObservationPoint, 'OBSERVATION_POINT_', obs.point ?? 0),
     };
     if (obs.ifindex) o.ifindex = obs.ifindex;

@@ -47,6 +47,7 @@ describe('capture on the real kernel (routed pods)', function () {
         expect(ev.observation?.point).to.equal(Point.OBSERVATION_POINT_DESTINATION);
         expect(ev.observation?.netns).to.equal(net.netnsInode(net.pod('b').netns));
         expect(ev.observation?.sightings).to.equal(2);
+        expect(ev.observation?.symbol).to.equal('netif_receive_skb');
         expect(ev.flags).to.deep.equal([]);
       }
     });

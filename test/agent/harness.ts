@@ -34,6 +34,7 @@ export async function startAgent(overrides: Partial<AgentConfig> = {}): Promise<
       node: 'test-node',
       hook: 'auto',
       objectPath: DEFAULT_OBJECT,
+      btfPath: null,
       ringBytes: 1 << 20,
       eventsPerSecond: 0,
       logFormat: 'json',

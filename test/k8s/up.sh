@@ -136,10 +136,11 @@ extendedKeyUsage=clientAuth"
 start() {
   local name="$1"; shift
   log "starting $name (log: $STATE/$name.log)"
+  # shellcheck disable=SC2016  # $$/$0/$@ expand in the inner bash
   setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$STATE/$name.pid" "$@" \
     >"$STATE/$name.log" 2>&1 </dev/null 9>&- &
-  local i
-  for i in $(seq 50); do [[ -s "$STATE/$name.pid" ]] && break; sleep 0.1; done
+  local _
+  for _ in $(seq 50); do [[ -s "$STATE/$name.pid" ]] && break; sleep 0.1; done
 }
 
 fail() { # fail MESSAGE LOGNAME

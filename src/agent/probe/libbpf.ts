@@ -11,8 +11,22 @@ export type Pointer = bigint;
 
 const print = koffi.proto('int libbpf_print_fn(int level, const char *fmt, void *args)');
 
+/** struct bpf_object_open_opts of libbpf 1.1 (the `:32` hole is where attach_prog_fd was). */
+export const ObjectOpenOpts = koffi.struct('bpf_object_open_opts', {
+  sz: 'size_t',
+  object_name: 'const char *',
+  relaxed_maps: 'bool',
+  pin_root_path: 'const char *',
+  hole: 'uint32_t',
+  kconfig: 'const char *',
+  btf_custom_path: 'const char *',
+  kernel_log_buf: 'char *',
+  kernel_log_size: 'size_t',
+  kernel_log_level: 'uint32_t',
+});
+
 export const bpf = {
-  objectOpenFile: libbpf.func('void *bpf_object__open_file(const char *path, const void *opts)'),
+  objectOpenFile: libbpf.func('void *bpf_object__open_file(const char *path, const bpf_object_open_opts *opts)'),
   objectLoad: libbpf.func('int bpf_object__load(void *obj)'),
   objectClose: libbpf.func('void bpf_object__close(void *obj)'),
   findProgram: libbpf.func('void *bpf_object__find_program_by_name(void *obj, const char *name)'),
@@ -34,6 +48,9 @@ export const bpf = {
   mapDelete: libbpf.func('int bpf_map_delete_elem(int fd, const void *key)'),
   mapNextKey: libbpf.func('int bpf_map_get_next_key(int fd, const void *key, _Out_ void *next_key)'),
   numPossibleCpus: libbpf.func('int libbpf_num_possible_cpus(void)'),
+  btfParse: libbpf.func('void *btf__parse(const char *path, void *ext)'),
+  btfFindByNameKind: libbpf.func('int btf__find_by_name_kind(const void *btf, const char *name, uint32_t kind)'),
+  btfFree: libbpf.func('void btf__free(void *btf)'),
   setPrint: libbpf.func('void *libbpf_set_print(libbpf_print_fn *fn)'),
 };
 
@@ -53,6 +70,14 @@ export const pageSize = (): number => Number(c.sysconf(SC_PAGESIZE));
 
 /** errno of the last failed call on this thread. */
 export const errno = (): number => koffi.errno();
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 7: 'E2BIG', 13: 'EACCES', 16: 'EBUSY', 22: 'EINVAL', 95: 'EOPNOTSUPP',
+  99: 'EADDRNOTAVAIL', 524: 'ENOTSUPP',
+};
+
+/** `EPERM (1)` for an errno, positive or negative. */
+export const errnoName = (n: number): string => `${ERRNO_NAMES[Math.abs(n)] ?? 'errno'} (${Math.abs(n)})`;
 
 /** True for NULL and for libbpf's ERR_PTR-encoded errors (pointers within 4095 of the top). */
 export function isNullOrErr(ptr: Pointer | null): ptr is null {

@@ -1,5 +1,7 @@
 import { fileURLToPath } from 'node:url';
-import { bpf, errno, isNullOrErr, type Pointer, setLibbpfPrint } from './libbpf.js';
+import koffi from 'koffi';
+import { bpf, errno, errnoName, isNullOrErr, ObjectOpenOpts, type Pointer, setLibbpfPrint } from './libbpf.js';
+import { KERNEL_BTF, readKernelFeatures, type KernelFeatures } from './kernel-features.js';
 import { RingReader } from './ring-reader.js';
 import { decodeEvent, formatIpv4, formatIpv6, type CapturedPacket } from './decoder.js';
 import { AGG_KEY, AGG_VALUE, CONTROL, COUNTERS, type CounterName, type HookName } from './event-layout.js';
@@ -8,31 +10,95 @@ import { AGG_KEY, AGG_VALUE, CONTROL, COUNTERS, type CounterName, type HookName 
 export const DEFAULT_OBJECT = fileURLToPath(new URL('../../../build/bpf/icmpwatch.bpf.o', import.meta.url));
 
 /** What the operator asks for; `auto` walks the ladder from the most precise hook down. */
-export type HookChoice = 'auto' | 'tracepoint';
+export type HookChoice = 'auto' | 'fexit' | 'kretprobe' | 'tracepoint';
 
-/** Programs (bpf/icmpwatch.bpf.c) and attach targets per hook. */
-const HOOK_PROGRAMS: Record<HookName, string[]> = {
-  tp_btf: ['receive_tp_btf'],
-  raw_tp: ['receive_raw_tp'],
-  fexit: [],
-  kretprobe: [],
-};
-
-const LADDER: Record<HookChoice, HookName[]> = {
-  auto: ['tp_btf', 'raw_tp'],
+export const LADDER: Record<HookChoice, HookName[]> = {
+  auto: ['fexit', 'kretprobe', 'tp_btf', 'raw_tp'],
+  fexit: ['fexit'],
+  kretprobe: ['kretprobe'],
   tracepoint: ['tp_btf', 'raw_tp'],
 };
+
+/** Every program in bpf/icmpwatch.bpf.c, by hook; only the chosen hook's are loaded. */
+const PROGRAMS: Record<HookName, { v4: string; v6: string | null }> = {
+  fexit: { v4: 'fexit_ip_rcv_core', v6: 'fexit_ip6_rcv_core' },
+  kretprobe: { v4: 'kretprobe_ip_rcv_core', v6: 'kretprobe_ip6_rcv_core' },
+  tp_btf: { v4: 'receive_tp_btf', v6: null },
+  raw_tp: { v4: 'receive_raw_tp', v6: null },
+};
+
+/** What to load for one hook: programs and, for kretprobes, the kallsyms names to attach. */
+interface HookPlan {
+  hook: HookName;
+  programs: { name: string; symbols: string[] }[];
+  /** Attached kernel functions, for status, metrics and events. */
+  symbols: string[];
+  /** Coverage the hook lacks on this kernel (e.g. no IPv6 function). */
+  warnings: string[];
+}
 
 export interface HookAttempt {
   hook: HookName;
   attached: boolean;
+  symbols?: string[];
+  warnings?: string[];
   /** Why it was refused: the error and libbpf's last warnings. */
   reason?: string;
 }
 
+/** Decides whether a hook can work here and what it attaches to; a string is the refusal. */
+export function planHook(hook: HookName, k: KernelFeatures): HookPlan | string {
+  switch (hook) {
+    case 'tp_btf':
+      return k.kernelBtf
+        ? { hook, programs: [{ name: PROGRAMS.tp_btf.v4, symbols: [] }], symbols: ['netif_receive_skb'], warnings: [] }
+        : 'needs the kernel\'s own BTF (/sys/kernel/btf/vmlinux)';
+    case 'raw_tp':
+      return { hook, programs: [{ name: PROGRAMS.raw_tp.v4, symbols: [] }], symbols: ['netif_receive_skb'], warnings: [] };
+    case 'fexit': {
+      if (!k.kernelBtf) return 'needs the kernel\'s own BTF (/sys/kernel/btf/vmlinux)';
+      const usable = (fn: 'ip_rcv_core' | 'ip6_rcv_core') => {
+        const r = k.symbols[fn];
+        if (!k.btfFunctions[fn]) return `${fn} has no BTF function (renamed or inlined by the compiler)`;
+        if (r.status !== 'found' || !r.symbols.includes(fn)) {
+          return r.status === 'found' ? `${fn} is only in kallsyms as ${r.symbols.join(', ')}` : r.reason;
+        }
+        return null;
+      };
+      const v4 = usable('ip_rcv_core');
+      if (v4) return v4;
+      const v6 = usable('ip6_rcv_core');
+      return {
+        hook,
+        programs: [{ name: PROGRAMS.fexit.v4, symbols: [] }, ...(v6 ? [] : [{ name: PROGRAMS.fexit.v6!, symbols: [] }])],
+        symbols: ['ip_rcv_core', ...(v6 ? [] : ['ip6_rcv_core'])],
+        warnings: v6 ? [`IPv6 not covered: ${v6}`] : [],
+      };
+    }
+    case 'kretprobe': {
+      if (!k.kprobes) return 'kprobes are not available in this kernel (CONFIG_KPROBES, kprobe PMU)';
+      const v4 = k.symbols.ip_rcv_core;
+      if (v4.status !== 'found') return v4.reason;
+      const v6 = k.symbols.ip6_rcv_core;
+      return {
+        hook,
+        programs: [
+          { name: PROGRAMS.kretprobe.v4, symbols: v4.symbols },
+          ...(v6.status === 'found' ? [{ name: PROGRAMS.kretprobe.v6!, symbols: v6.symbols }] : []),
+        ],
+        symbols: [...v4.symbols, ...(v6.status === 'found' ? v6.symbols : [])],
+        warnings: v6.status === 'found' ? [] : [`IPv6 not covered: ${v6.reason}`],
+      };
+    }
+  }
+}
+
 export interface ProbeOptions {
-  hook: HookChoice;
+  /** A choice walks its ladder; a hook name tries only that hook. */
+  hook: HookChoice | HookName;
   objectPath: string;
+  /** BTF for CO-RE on kernels without their own (`--btf`); null: the kernel's. */
+  btfPath: string | null;
   /** Ring buffer size in bytes: a power of two, multiple of the page size. */
   ringBytes: number;
   /** Per-node events per second before packets are only counted in-kernel; 0 = no limit. */
@@ -65,6 +131,7 @@ export class ProbeError extends Error {
 /** Loads the BPF object on the best hook the kernel allows and gives access to its maps. */
 export class Probe {
   private reader: RingReader | null = null;
+  private finalCounters: Record<CounterName, number> | null = null;
   private readonly control = Buffer.alloc(CONTROL.size);
   private readonly zeroKey = Buffer.alloc(4);
   private readonly ncpus = bpf.numPossibleCpus();
@@ -73,6 +140,8 @@ export class Probe {
     private readonly obj: Pointer,
     private readonly links: Pointer[],
     readonly hook: HookName,
+    /** Kernel functions or tracepoint the hook is attached to. */
+    readonly symbols: string[],
     readonly attempts: HookAttempt[],
     private readonly opts: ProbeOptions,
   ) {
@@ -81,21 +150,35 @@ export class Probe {
     this.writeControl();
   }
 
-  static open(opts: ProbeOptions): Probe {
+  static open(opts: ProbeOptions, kernel: KernelFeatures = readKernelFeatures(opts.btfPath)): Probe {
+    if (!kernel.btfSource) {
+      throw new ProbeError(
+        `this kernel has no BTF (${KERNEL_BTF} is missing: CONFIG_DEBUG_INFO_BTF); pass --btf PATH with a BTF file for kernel ${kernel.release}`,
+        [],
+      );
+    }
     const attempts: HookAttempt[] = [];
-    for (const hook of LADDER[opts.hook]) {
-      const warnings: string[] = [];
+    const ladder = opts.hook in LADDER ? LADDER[opts.hook as HookChoice] : [opts.hook as HookName];
+    for (const hook of ladder) {
+      const plan = planHook(hook, kernel);
+      if (typeof plan === 'string') {
+        attempts.push({ hook, attached: false, reason: plan });
+        continue;
+      }
+      const libbpfWarnings: string[] = [];
       setLibbpfPrint((level, message) => {
-        if (level === 'warn') warnings.push(message);
+        if (level === 'warn') libbpfWarnings.push(message);
         opts.onLibbpfMessage(level, message);
       });
       try {
-        const { obj, links } = attach(opts, hook);
-        attempts.push({ hook, attached: true });
-        return new Probe(obj, links, hook, attempts, opts);
+        const { obj, links } = attach(opts, plan);
+        attempts.push({ hook, attached: true, symbols: plan.symbols, warnings: plan.warnings });
+        return new Probe(obj, links, hook, plan.symbols, attempts, opts);
       } catch (err) {
-        const detail = warnings.slice(-3).join(' | ');
-        attempts.push({ hook, attached: false, reason: `${(err as Error).message}${detail ? `: ${detail}` : ''}` });
+        let reason = (err as Error).message;
+        if (/EPERM/.test(reason) && kernel.lockdown && kernel.lockdown !== 'none') reason += ` (kernel lockdown: ${kernel.lockdown})`;
+        const detail = libbpfWarnings.filter((w) => !/^libbpf: prog '.*': -- BEGIN|END PROG LOAD LOG/.test(w)).slice(-2).join(' | ');
+        attempts.push({ hook, attached: false, symbols: plan.symbols, reason: `${reason}${detail ? `: ${detail}` : ''}` });
       }
     }
     throw new ProbeError(`no hook could be attached (${attempts.map((a) => `${a.hook}: ${a.reason}`).join('; ')})`, attempts);
@@ -121,8 +204,9 @@ export class Probe {
     this.reader.start();
   }
 
-  /** Per-CPU counters summed over CPUs. */
+  /** Per-CPU counters summed over CPUs; after close(), their final values. */
   readCounters(): Record<CounterName, number> {
+    if (this.finalCounters) return this.finalCounters;
     const fd = this.mapFd('counters');
     const values = Buffer.alloc(8 * this.ncpus);
     const key = Buffer.alloc(4);
@@ -187,21 +271,26 @@ export class Probe {
   }
 
   close(): void {
+    if (this.finalCounters) return;
     this.detach();
+    this.finalCounters = this.readCounters();
     bpf.objectClose(this.obj);
   }
 }
 
-function attach(opts: ProbeOptions, hook: HookName): { obj: Pointer; links: Pointer[] } {
-  const obj = bpf.objectOpenFile(opts.objectPath, null);
-  if (isNullOrErr(obj)) throw new Error(`cannot open BPF object ${opts.objectPath}: errno ${errno()}`);
+function attach(opts: ProbeOptions, plan: HookPlan): { obj: Pointer; links: Pointer[] } {
+  const openOpts = opts.btfPath ? { sz: koffi.sizeof(ObjectOpenOpts), btf_custom_path: opts.btfPath } : null;
+  const obj = bpf.objectOpenFile(opts.objectPath, openOpts);
+  if (isNullOrErr(obj)) throw new Error(`cannot open BPF object ${opts.objectPath}: ${errnoName(errno())}`);
   const links: Pointer[] = [];
   try {
-    for (const programs of Object.values(HOOK_PROGRAMS)) {
-      for (const name of programs) {
+    const wanted = new Set(plan.programs.map((p) => p.name));
+    for (const { v4, v6 } of Object.values(PROGRAMS)) {
+      for (const name of [v4, v6]) {
+        if (name === null) continue;
         const prog = bpf.findProgram(obj, name);
         if (isNullOrErr(prog)) throw new Error(`program ${name} missing from the BPF object`);
-        bpf.programSetAutoload(prog, HOOK_PROGRAMS[hook].includes(name));
+        bpf.programSetAutoload(prog, wanted.has(name));
       }
     }
     const events = bpf.findMap(obj, 'events');
@@ -209,11 +298,14 @@ function attach(opts: ProbeOptions, hook: HookName): { obj: Pointer; links: Poin
       throw new Error(`cannot size the ring buffer to ${opts.ringBytes} bytes`);
     }
     const loaded = bpf.objectLoad(obj);
-    if (loaded !== 0) throw new Error(`load failed: errno ${-loaded}`);
-    for (const name of HOOK_PROGRAMS[hook]) {
-      const link = bpf.programAttach(bpf.findProgram(obj, name)!);
-      if (isNullOrErr(link)) throw new Error(`attach ${name} failed: errno ${errno()}`);
-      links.push(link);
+    if (loaded !== 0) throw new Error(`load failed: ${errnoName(loaded)}`);
+    for (const { name, symbols } of plan.programs) {
+      const prog = bpf.findProgram(obj, name)!;
+      for (const symbol of symbols.length ? symbols : [null]) {
+        const link = symbol === null ? bpf.programAttach(prog) : bpf.programAttachKprobe(prog, true, symbol);
+        if (isNullOrErr(link)) throw new Error(`attach ${name}${symbol ? ` to ${symbol}` : ''} failed: ${errnoName(errno())}`);
+        links.push(link);
+      }
     }
     return { obj, links };
   } catch (err) {

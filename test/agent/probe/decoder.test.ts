@@ -1,0 +1,37 @@
+import { expect } from 'chai';
+import { decodeEvent, flagNames, formatIpv6 } from '../../../src/agent/probe/decoder.js';
+import { EVENT_FIELDS as F, EVENT_SIZE, FLAG_BITS } from '../../../src/agent/probe/event-layout.js';
+
+const v6 = (hex: string) => Uint8Array.from(Buffer.from(hex.replace(/[: ]/g, ''), 'hex'));
+
+describe('decoder', () => {
+  it('formats IPv6 addresses as RFC 5952 text', () => {
+    expect(formatIpv6(v6('00000000000000000000000000000001'), 0)).to.equal('::1');
+    expect(formatIpv6(v6('fd000148000200000000000000000002'), 0)).to.equal('fd00:148:2::2');
+    expect(formatIpv6(v6('20010db8000000010000000000000001'), 0)).to.equal('2001:db8:0:1::1'); // single zero group stays
+    expect(formatIpv6(v6('20010db8000000000001000000000001'), 0)).to.equal('2001:db8::1:0:0:1'); // first longest run
+    expect(formatIpv6(v6('00000000000000000000ffff0a000001'), 0)).to.equal('::ffff:10.0.0.1');
+    expect(formatIpv6(v6('fe800000000000000000000000000000'), 0)).to.equal('fe80::');
+  });
+
+  it('decodes a record at any offset of the ring', () => {
+    const buf = new Uint8Array(8 + EVENT_SIZE);
+    const dv = new DataView(buf.buffer);
+    const at = 8;
+    dv.setUint32(at + F.mono_ns.offset, 0x89abcdef, true);
+    dv.setUint32(at + F.mono_ns.offset + 4, 0x1, true);
+    dv.setUint32(at + F.netns.offset, 4026531833, true);
+    dv.setUint16(at + F.echo_id.offset, 0xbeef, true);
+    dv.setUint8(at + F.family.offset, 4);
+    dv.setUint8(at + F.hook.offset, 2);
+    dv.setUint8(at + F.type.offset, 8);
+    buf.set([10, 0, 0, 1], at + F.saddr.offset);
+    buf.set([192, 168, 7, 9], at + F.daddr.offset);
+    dv.setUint32(at + F.flags.offset, FLAG_BITS.vlan | FLAG_BITS.padded, true);
+    const p = decodeEvent(dv, buf, at);
+    expect(p.monoNs).to.equal(0x189abcdef);
+    expect(p).to.include({ netns: 4026531833, echoId: 0xbeef, family: 4, hook: 'raw_tp', type: 8, src: '10.0.0.1', dst: '192.168.7.9' });
+    expect(p.quoted).to.equal(null);
+    expect(flagNames(p.flags)).to.deep.equal(['vlan', 'padded']);
+  });
+});

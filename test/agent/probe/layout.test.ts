@@ -1,0 +1,71 @@
+// The C header is the one definition of the record; this proves the decoder reads its layout.
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AGG_KEY, AGG_VALUE, CONTROL, COUNTERS, EVENT_FIELDS, EVENT_SIZE } from '../../../src/agent/probe/event-layout.js';
+
+const BPF_DIR = fileURLToPath(new URL('../../../bpf/', import.meta.url));
+
+/** Compiles a program printing offsetof/sizeof of the given members as JSON. */
+function layoutOf(struct: string, members: string[], extra = ''): Record<string, [number, number]> & { size: [number, number] } {
+  const dir = mkdtempSync(join(tmpdir(), 'icmpwatch-layout-'));
+  try {
+    const lines = members.map(
+      (m) => `printf("\\"%s\\":[%zu,%zu],", "${m}", offsetof(struct ${struct}, ${m}), sizeof(((struct ${struct} *)0)->${m}));`,
+    );
+    writeFileSync(
+      join(dir, 'layout.c'),
+      `#include <linux/types.h>\n#include <stddef.h>\n#include <stdio.h>\n#include "icmpwatch.h"\nint main(void) {\nprintf("{");\n${lines.join('\n')}\n${extra}printf("\\"size\\":[0,%zu]}", sizeof(struct ${struct}));\nreturn 0;\n}\n`,
+    );
+    execFileSync('cc', ['-I', BPF_DIR, '-o', join(dir, 'layout'), join(dir, 'layout.c')]);
+    return JSON.parse(execFileSync(join(dir, 'layout')).toString());
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('event record layout (bpf/icmpwatch.h vs the TypeScript decoder)', () => {
+  it('has every field of struct icmpw_event at the offset and size the decoder reads', () => {
+    const c = layoutOf('icmpw_event', Object.keys(EVENT_FIELDS));
+    for (const [name, f] of Object.entries(EVENT_FIELDS)) {
+      expect(c[name], name).to.deep.equal([f.offset, f.size]);
+    }
+    expect(c.size[1]).to.equal(EVENT_SIZE);
+  });
+
+  it('agrees on the control word and the flood aggregation map', () => {
+    const ctl = layoutOf('icmpw_control', ['events_per_second', 'wakeup_bytes', 'agg_slot']);
+    expect([ctl.events_per_second![0], ctl.wakeup_bytes![0], ctl.agg_slot![0], ctl.size[1]]).to.deep.equal([
+      CONTROL.eventsPerSecond,
+      CONTROL.wakeupBytes,
+      CONTROL.aggSlot,
+      CONTROL.size,
+    ]);
+    const key = layoutOf('icmpw_agg_key', ['family', 'type', 'code', 'saddr', 'daddr']);
+    expect([key.family![0], key.type![0], key.code![0], key.saddr![0], key.daddr![0], key.size[1]]).to.deep.equal([
+      AGG_KEY.family,
+      AGG_KEY.type,
+      AGG_KEY.code,
+      AGG_KEY.saddr,
+      AGG_KEY.daddr,
+      AGG_KEY.size,
+    ]);
+    const value = layoutOf('icmpw_agg_value', ['packets', 'first_ns', 'last_ns']);
+    expect([value.packets![0], value.first_ns![0], value.last_ns![0], value.size[1]]).to.deep.equal([
+      AGG_VALUE.packets,
+      AGG_VALUE.firstNs,
+      AGG_VALUE.lastNs,
+      AGG_VALUE.size,
+    ]);
+  });
+
+  it('indexes the per-CPU counters as enum icmpw_counter does', () => {
+    const names = ['ICMPW_C_EVENTS', 'ICMPW_C_RING_FULL', 'ICMPW_C_SUPPRESSED', 'ICMPW_C_AGG_FULL', 'ICMPW_C_MALFORMED', 'ICMPW_C_NONLINEAR', 'ICMPW_C_RCV_DROPPED'];
+    const c = layoutOf('icmpw_control', [], names.map((n) => `printf("\\"${n}\\":[%d,0],", ${n});`).join('\n') + `printf("\\"MAX\\":[%d,0],", ICMPW_C_MAX);`);
+    names.forEach((n, i) => expect(c[n]![0], n).to.equal(i));
+    expect(c.MAX![0]).to.equal(COUNTERS.length);
+  });
+});

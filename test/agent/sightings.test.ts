@@ -1,0 +1,105 @@
+import { expect } from 'chai';
+import { SightingMerger, type ReportedPacket } from '../../src/agent/sightings.js';
+import type { CapturedPacket } from '../../src/agent/probe/decoder.js';
+import { DemoNetwork } from '../../src/cli/demo-network.js';
+import { icmpwatch } from '../../src/common/proto/icmpwatch.js';
+import { isRoot, requirePrerequisite } from '../setup.js';
+import { startAgent } from './harness.js';
+
+const Point = icmpwatch.v1.ObservationPoint;
+
+const packet = (netns: number, seq: number, extra: Partial<CapturedPacket> = {}): CapturedPacket => ({
+  monoNs: 0, ifindex: 2, netns, skbLen: 84, flags: 0, mtu: 0, totLen: 84, ipId: seq, fragOff: 0, echoId: 7, echoSeq: seq,
+  family: 4, hook: 'tp_btf', type: 8, code: 0, ttl: 64, pktType: 0, src: '10.0.1.2', dst: '10.0.2.2', quoted: null, ...extra,
+});
+
+describe('sighting merger', () => {
+  const NODE = 100;
+  const POD_B = 200;
+  const HOST = 1;
+  let reports: ReportedPacket[];
+  let merger: SightingMerger;
+  beforeEach(() => {
+    reports = [];
+    merger = new SightingMerger({
+      holdMs: 30,
+      rememberMs: 200,
+      maxPending: 4,
+      owns: (netns, ip) => (netns === POD_B && ip === '10.0.2.2' ? 'local' : netns === HOST && ip === '192.0.2.1' ? 'local' : netns === 999 ? 'unknown' : 'remote'),
+      hostNetns: () => HOST,
+      report: (r) => reports.push(r),
+    });
+  });
+  afterEach(() => merger.flush());
+
+  it('reports a packet once, from its destination, after a sighting on the way', () => {
+    merger.add(packet(NODE, 1));
+    expect(reports).to.have.length(0); // held: the destination may follow
+    merger.add(packet(POD_B, 1, { ttl: 63 }));
+    expect(reports).to.have.length(1);
+    expect(reports[0]).to.deep.include({ point: 'destination', sightings: 2 });
+    expect(reports[0]!.packet.netns).to.equal(POD_B);
+  });
+
+  it('reports a packet seen only on the way after the hold time, as forwarded', async () => {
+    merger.add(packet(NODE, 2));
+    await new Promise((r) => setTimeout(r, 80));
+    expect(reports.map((r) => r.point)).to.deep.equal(['forwarded']);
+  });
+
+  it('merges a destination sighting that comes after the hold time instead of reporting it again', async () => {
+    merger.add(packet(NODE, 3));
+    await new Promise((r) => setTimeout(r, 80));
+    merger.add(packet(POD_B, 3));
+    expect(reports).to.have.length(1);
+    expect(merger.merged).to.equal(1);
+  });
+
+  it('says host when the node itself owns the destination, unknown when the namespace is unknown', () => {
+    merger.add(packet(HOST, 4, { dst: '192.0.2.1' }));
+    expect(reports[0]!.point).to.equal('host');
+    merger.add(packet(999, 5));
+    merger.flush();
+    expect(reports[1]!.point).to.equal('unknown');
+  });
+
+  it('keeps different packets apart and never merges unvalidated headers', () => {
+    merger.add(packet(POD_B, 6));
+    merger.add(packet(POD_B, 7));
+    const bad = packet(POD_B, 0, { flags: 1 << 5, src: '0.0.0.0', dst: '0.0.0.0', type: 0, echoId: 0 });
+    merger.add(bad);
+    merger.add({ ...bad });
+    expect(reports).to.have.length(4);
+  });
+
+  it('reports without merging once its bound is reached, and counts that', () => {
+    for (let seq = 10; seq < 16; seq++) merger.add(packet(POD_B, seq));
+    expect(reports).to.have.length(6);
+    expect(merger.overflowed).to.equal(2);
+  });
+});
+
+describe('one event per packet on a bridged topology (real kernel)', function () {
+  it('reports each echo once, from the destination pod, with both sightings counted', async function () {
+    requirePrerequisite(this, isRoot, 'root (BPF, network namespaces)');
+    const net = await DemoNetwork.create('bridged');
+    const run = await startAgent();
+    try {
+      await net.ping('a', 'b', 4, ['-c', '3', '-i', '0.1']);
+      const a = net.pod('a').ipv4;
+      const b = net.pod('b').ipv4;
+      const reqs = await run.waitFor((e) => e.source?.ip === a && e.destination?.ip === b && e.icmp?.type === 8, 3);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(run.events.filter((e) => e.source?.ip === a && e.destination?.ip === b && e.icmp?.type === 8)).to.have.length(3);
+      for (const ev of reqs) {
+        expect(ev.observation?.point).to.equal(Point.OBSERVATION_POINT_DESTINATION);
+        expect(ev.observation?.netns).to.equal(net.netnsInode(net.pod('b').netns));
+        expect(ev.observation?.sightings).to.equal(2); // bridge port in the node, then pod b
+        expect(ev.ttl).to.equal(64); // bridged: no routing hop
+      }
+    } finally {
+      await run.stop();
+      await net.destroy();
+    }
+  });
+});
