@@ -9,7 +9,7 @@ PROTO := $(wildcard proto/icmpwatch/v1/*.proto)
 PROTO_JS := src/common/proto/icmpwatch.js
 TS_SRC := $(shell find src -name '*.ts' -not -name '*.d.ts')
 
-.PHONY: all deps build test demo bench k8s-up k8s-down clean
+.PHONY: all deps build test demo k8s-build k8s-up k8s-down clean
 
 all: build
 
@@ -45,11 +45,15 @@ dist/.built: $(PROTO_JS) $(TS_SRC) tsconfig.json package-lock.json
 	tsc -p tsconfig.test.json
 	@touch $@
 
-test: build
+test: build k8s-build
 	mocha 'test/**/*.test.ts'
 
 demo: build
 	./bin/icmpwatch demo
+
+# A real etcd and kube-apiserver, built once from the Go module proxy and cached outside the repo.
+k8s-build:
+	test/k8s/build.sh
 
 k8s-up:
 	test/k8s/up.sh

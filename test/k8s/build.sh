@@ -31,10 +31,8 @@ export GOCACHE="$CACHE_DIR/go-build"
 export GOFLAGS="-mod=mod -buildvcs=false"
 export GOTOOLCHAIN=local          # never try to download another toolchain
 export CGO_ENABLED=0              # static binaries, no C compiler needed
-# GOSUMDB stays at Go's default (sum.golang.org); the go command reaches it
-# through the module proxy (<proxy>/sumdb/sum.golang.org/...), so checksums are
-# verified even where sum.golang.org itself cannot be resolved.
-export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+# GOPROXY and GOSUMDB stay at Go's defaults: modules and checksums both come
+# through the module proxy.
 
 mkdir -p "$BIN_CACHE" "$LINK_DIR" "$CACHE_DIR/tmp"
 
