@@ -9,7 +9,7 @@ PROTO := $(wildcard proto/icmpwatch/v1/*.proto)
 PROTO_JS := src/common/proto/icmpwatch.js
 TS_SRC := $(shell find src -name '*.ts' -not -name '*.d.ts')
 
-.PHONY: all deps build test demo k8s-build k8s-up k8s-down clean
+.PHONY: all deps build test demo k8s-build k8s-up k8s-down bench clean
 
 all: build
 
@@ -54,6 +54,7 @@ demo: build
 # A real etcd and kube-apiserver, built once from the Go module proxy and cached outside the repo.
 k8s-build:
 	test/k8s/build.sh
+	test/k8s/build-helm.sh
 
 k8s-up:
 	test/k8s/up.sh
@@ -63,3 +64,10 @@ k8s-down:
 
 clean:
 	rm -rf build dist $(PROTO_JS) $(PROTO_JS:.js=.d.ts)
+
+# Capture benchmarks (results in BENCHMARKS.md); never part of `make test`. Root, ~10 min;
+# `make bench QUICK=1` prints the key figures in under 3 minutes and leaves BENCHMARKS.md alone.
+bench: build
+	@command -v bpftrace >/dev/null || { echo "make bench: installing Debian package: bpftrace"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bpftrace >/dev/null; }
+	QUICK=$(QUICK) tsx test/bench/run.ts

@@ -4,13 +4,15 @@ import type { Writable } from 'node:stream';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../common/log.js';
 import { startOpsServer } from '../common/ops-server.js';
-import type { icmpwatch } from '../common/proto/icmpwatch.js';
+import type { icmpwatch } from '../common/proto.js';
 import { EndpointsFileResolver, NoResolver } from './enrich/endpoints-file.js';
+import { KubernetesResolver, inCluster, loadKubeConfig } from './enrich/kubernetes.js';
 import type { EndpointResolver } from './enrich/resolver.js';
 import { EventBuilder, WallClock } from './event-builder.js';
+import { CollectorExporter, type AgentCounters } from './export/exporter.js';
 import { NetnsAddressBook } from './netns-addresses.js';
 import { NodeLog, type LogFormat } from './node-log.js';
-import { COUNTERS, type CounterName } from './probe/event-layout.js';
+import { COUNTERS, HOOK_IDS, type CounterName } from './probe/event-layout.js';
 import { Probe, type HookChoice } from './probe/probe.js';
 import { SightingMerger } from './sightings.js';
 
@@ -24,7 +26,14 @@ export interface AgentConfig {
   logFormat: LogFormat;
   metricsAddr: string | null;
   endpointsFile: string | null;
+  /** Kubernetes API access from this file; without it the pod's service account is used when there is one. */
+  kubeconfig: string | null;
   holdMs: number;
+  /** Collector HOST:PORT to stream events to; null: node log only. */
+  collector: string | null;
+  /** Bound on events kept unacknowledged while the collector is away. */
+  exportBufferEvents: number;
+  exportBufferBytes: number;
 }
 
 /** Where events go besides the node log (the collector exporter). */
@@ -48,7 +57,6 @@ const KERNEL_COUNTER_HELP: Record<CounterName, string> = {
  * Capture never waits on enrichment or the network: lookups are in memory, sinks buffer.
  */
 export class Agent {
-  readonly registry = new Registry();
   private readonly timers: NodeJS.Timeout[] = [];
   private ops: Server | null = null;
   private lastKernel: Record<CounterName, number>;
@@ -56,6 +64,7 @@ export class Agent {
   private stopped = false;
 
   private constructor(
+    readonly registry: Registry,
     private readonly cfg: AgentConfig,
     private readonly log: Logger,
     readonly probe: Probe,
@@ -64,32 +73,41 @@ export class Agent {
     private readonly merger: SightingMerger,
     private readonly builder: EventBuilder,
     private readonly addresses: NetnsAddressBook,
+    private readonly clock: WallClock,
   ) {
     this.lastKernel = probe.readCounters();
   }
 
   static async start(cfg: AgentConfig, log: Logger, out: Writable = process.stdout): Promise<Agent> {
-    const resolver: EndpointResolver = cfg.endpointsFile ? new EndpointsFileResolver(cfg.endpointsFile, log) : new NoResolver();
+    const registry = new Registry();
+    const resolver = chooseResolver(cfg, log, registry);
     const addresses = new NetnsAddressBook();
     await addresses.refresh();
     const hostNetns = await addresses.hostNetns;
     const hostInterfaces = new Map<number, string>();
     await readHostInterfaces(hostInterfaces);
-    const probe = Probe.open({
-      hook: cfg.hook,
-      objectPath: cfg.objectPath,
-      btfPath: cfg.btfPath,
-      ringBytes: cfg.ringBytes,
-      eventsPerSecond: cfg.eventsPerSecond,
-      wakeupBytes: Math.min(64 * 1024, cfg.ringBytes / 4),
-      onLibbpfMessage: (level, message) => log[level === 'warn' ? 'warn' : 'debug']({ libbpf: true }, message),
-    });
+    let probe: Probe;
+    try {
+      probe = Probe.open({
+        hook: cfg.hook,
+        objectPath: cfg.objectPath,
+        btfPath: cfg.btfPath,
+        ringBytes: cfg.ringBytes,
+        eventsPerSecond: cfg.eventsPerSecond,
+        wakeupBytes: Math.min(64 * 1024, cfg.ringBytes / 4),
+        onLibbpfMessage: (level, message) => log[level === 'warn' ? 'warn' : 'debug']({ libbpf: true }, message),
+      });
+    } catch (err) {
+      resolver.close();
+      throw err;
+    }
     for (const a of probe.attempts) {
       if (a.attached) log.info({ hook: a.hook, symbols: a.symbols, warnings: a.warnings }, 'probe attached');
       else log.warn({ hook: a.hook, symbols: a.symbols, reason: a.reason }, 'hook refused');
     }
     const nodeLog = new NodeLog(cfg.logFormat, out);
-    const builder = new EventBuilder(cfg.node, resolver, new WallClock(), probe.symbols, (netns, ifindex) =>
+    const clock = new WallClock();
+    const builder = new EventBuilder(cfg.node, resolver, clock, probe.symbols, (netns, ifindex) =>
       netns === hostNetns ? (hostInterfaces.get(ifindex) ?? '') : '',
     );
     let agent: Agent | null = null;
@@ -101,8 +119,26 @@ export class Agent {
       hostNetns: () => hostNetns,
       report: (r) => agent?.deliver(builder.fromPacket(r)),
     });
-    agent = new Agent(cfg, log, probe, resolver, nodeLog, merger, builder, addresses);
+    agent = new Agent(registry, cfg, log, probe, resolver, nodeLog, merger, builder, addresses, clock);
     agent.registerMetrics();
+    if (cfg.collector) {
+      const running = agent;
+      agent.addSink(
+        new CollectorExporter({
+          address: cfg.collector,
+          node: cfg.node,
+          hook: HOOK_IDS[probe.hook],
+          symbol: probe.symbols.join(','),
+          log,
+          registry,
+          maxBufferedEvents: cfg.exportBufferEvents,
+          maxBufferedBytes: cfg.exportBufferBytes,
+          batchSize: 500,
+          batchDelayMs: 100,
+          counters: () => running.exportCounters(),
+        }),
+      );
+    }
     probe.startReading((p) => merger.add(p));
     agent.timers.push(setInterval(() => void agent.tick(), 1000));
     agent.timers.push(setInterval(() => void addresses.refresh().then(() => readHostInterfaces(hostInterfaces)), 5000));
@@ -128,9 +164,16 @@ export class Agent {
     for (const sink of this.sinks) sink.publish(ev);
   }
 
+  /** What the collector is told about this node's kernel side. */
+  private exportCounters(): AgentCounters {
+    const k = this.probe.readCounters();
+    return { events: k.events, lost: k.ringFull + k.aggFull, malformed: k.malformed, suppressed: k.suppressed };
+  }
+
   /** Once a second: flood summaries, loss notices, clock re-anchoring. */
   private async tick(): Promise<void> {
     if (this.stopped) return;
+    this.clock.anchor();
     for (const agg of await this.probe.drainFloodAggregates()) this.deliver(this.builder.fromFlood(agg, this.probe.hook));
     const now = this.probe.readCounters();
     const lost = now.ringFull - this.lastKernel.ringFull + now.aggFull - this.lastKernel.aggFull;
@@ -205,6 +248,14 @@ export class Agent {
     await new Promise<void>((r) => (this.ops ? this.ops.close(() => r()) : r()));
     this.log.info('agent stopped');
   }
+}
+
+/** An explicit --kubeconfig, then an explicit --endpoints-file, then the pod's service account, else none. */
+function chooseResolver(cfg: AgentConfig, log: Logger, registry: Registry): EndpointResolver {
+  if (cfg.kubeconfig) return new KubernetesResolver({ kubeConfig: loadKubeConfig(cfg.kubeconfig), log, registry });
+  if (cfg.endpointsFile) return new EndpointsFileResolver(cfg.endpointsFile, log);
+  if (inCluster()) return new KubernetesResolver({ kubeConfig: loadKubeConfig(null), log, registry });
+  return new NoResolver();
 }
 
 async function readHostInterfaces(out: Map<number, string>): Promise<void> {

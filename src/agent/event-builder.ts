@@ -1,4 +1,4 @@
-import { google, icmpwatch } from '../common/proto/icmpwatch.js';
+import { google, icmpwatch } from '../common/proto.js';
 import { icmpName } from '../common/icmp-names.js';
 import type { EndpointResolver } from './enrich/resolver.js';
 import type { CapturedPacket } from './probe/decoder.js';

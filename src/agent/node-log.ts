@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import { eventToJson, eventToText } from '../common/event-format.js';
-import type { icmpwatch } from '../common/proto/icmpwatch.js';
+import type { icmpwatch } from '../common/proto.js';
 
 export type LogFormat = 'text' | 'json';
 

@@ -15,9 +15,13 @@ export const summary = `icmpwatch agent: capture ICMP/ICMPv6 on this node and pr
   --btf PATH                BTF for kernels without /sys/kernel/btf/vmlinux (CO-RE; kretprobe and raw_tp only)
   --log-format text|json    event lines on stdout (operational logs are JSON on stderr)
   --metrics-addr HOST:PORT  serve /healthz /readyz /metrics (default :9090; "off" to disable)
+  --kubeconfig PATH         name addresses from this cluster (default in a pod: its service account)
   --endpoints-file FILE     JSON {"endpoints":[{"ip","namespace","pod",...}]} naming addresses; reloaded on change
   --events-per-second N     per-node limit before packets are only counted in-kernel (default 10000; 0 = none)
   --ring-bytes N            BPF ring buffer size, a power of two (default 4194304)
+  --collector HOST:PORT     stream events to the collector (the node log keeps printing when it is down)
+  --export-buffer-events N  unacknowledged events kept for the collector (default 100000), then the oldest
+  --export-buffer-bytes N   are dropped, counted and announced (default 67108864)
   --bpf-object PATH         the compiled BPF object (default: build/bpf/icmpwatch.bpf.o)`;
 
 const Flags = z.object({
@@ -27,6 +31,7 @@ const Flags = z.object({
   logFormat: z.enum(['text', 'json']).default('text'),
   metricsAddr: z.union([z.literal('off'), hostPort()]).default(':9090'),
   endpointsFile: z.string().min(1).optional(),
+  kubeconfig: z.string().min(1).optional(),
   eventsPerSecond: z.coerce.number().int().min(0).default(10000),
   ringBytes: z.coerce
     .number()
@@ -36,6 +41,9 @@ const Flags = z.object({
     .default(4 * 1024 * 1024),
   bpfObject: z.string().default(DEFAULT_OBJECT),
   holdMs: z.coerce.number().int().min(0).max(1000).default(50),
+  collector: hostPort().optional(),
+  exportBufferEvents: z.coerce.number().int().min(1).default(100_000),
+  exportBufferBytes: z.coerce.number().int().min(4096).default(64 << 20),
 });
 
 export async function run(argv: string[]): Promise<number> {
@@ -54,7 +62,11 @@ export async function run(argv: string[]): Promise<number> {
         logFormat: flags.logFormat,
         metricsAddr: flags.metricsAddr === 'off' ? null : flags.metricsAddr,
         endpointsFile: flags.endpointsFile ?? null,
+        kubeconfig: flags.kubeconfig ?? null,
         holdMs: flags.holdMs,
+        collector: flags.collector ?? null,
+        exportBufferEvents: flags.exportBufferEvents,
+        exportBufferBytes: flags.exportBufferBytes,
       },
       log,
     );

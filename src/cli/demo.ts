@@ -1,32 +1,45 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
 import { Agent } from '../agent/agent.js';
 import { DEFAULT_OBJECT } from '../agent/probe/probe.js';
+import { Collector } from '../collector/collector.js';
 import { parseFlags } from '../common/config.js';
 import { createLogger } from '../common/log.js';
-import { z } from 'zod';
-import { DemoNetwork } from './demo-network.js';
+import { DemoNetwork, type DemoPod } from './demo-network.js';
 
-export const summary = `icmpwatch demo: two demo pods in network namespaces behind a routed node namespace ping
-each other while the agent runs on this kernel and prints the enriched events; everything is
-removed afterwards. Needs root.`;
+export const summary = `icmpwatch demo: runs the collector and the agent on this kernel while two demo pods in
+network namespaces (behind a routed "node" namespace) ping each other, and prints the enriched
+stream as a subscriber sees it (\`icmpwatch observe --follow\`). Everything is removed afterwards.
+Needs root.
 
+  --node-log   also print the agent's own node log (what \`kubectl logs\` shows)`;
+
+const CLI = fileURLToPath(new URL('../../bin/icmpwatch', import.meta.url));
 const say = (line: string) => process.stderr.write(`\x1b[1m# ${line}\x1b[0m\n`);
+/** Neighbour discovery and MLD are constant IPv6 background noise; the demo hides them. */
+const QUIET_TYPES = ['neighbor-solicitation', 'neighbor-advertisement', 'router-solicitation', 'mld2-report'];
 
 export async function run(argv: string[]): Promise<number> {
-  parseFlags(argv, z.object({}));
+  const flags = parseFlags(argv, z.object({ nodeLog: z.boolean().default(false) }), ['nodeLog']);
+  process.env.ICMPWATCH_LOG_LEVEL ??= 'warn'; // the event stream is the show
   const dir = mkdtempSync(join(tmpdir(), 'icmpwatch-demo-'));
   say('creating demo pods a and b (network namespaces) behind a routed node namespace');
   const net = await DemoNetwork.create('routed');
   const stopOnSignal = () => void net.destroy().then(() => process.exit(130));
   process.once('SIGINT', stopOnSignal);
   let agent: Agent | null = null;
+  let collector: Collector | null = null;
+  let observer: ReturnType<typeof spawn> | null = null;
   try {
     const a = net.pod('a');
     const b = net.pod('b');
     const endpointsFile = join(dir, 'endpoints.json');
-    const endpoint = (pod: typeof a, ip: string) => ({
+    const endpoint = (pod: DemoPod, ip: string) => ({
       ip,
       namespace: 'demo',
       pod: `pod-${pod.name}`,
@@ -34,11 +47,19 @@ export async function run(argv: string[]): Promise<number> {
       node: 'demo-node',
       workload: { kind: 'Deployment', name: `demo-${pod.name}` },
     });
-    writeFileSync(
-      endpointsFile,
-      JSON.stringify({ endpoints: [a, b].flatMap((p) => [endpoint(p, p.ipv4), endpoint(p, p.ipv6)]) }, null, 2),
-    );
-    say(`pod-a = ${a.ipv4} ${a.ipv6}, pod-b = ${b.ipv4} ${b.ipv6}; labelled through ${endpointsFile}`);
+    writeFileSync(endpointsFile, JSON.stringify({ endpoints: [a, b].flatMap((p) => [endpoint(p, p.ipv4), endpoint(p, p.ipv6)]) }, null, 2));
+    say(`pod-a = ${a.ipv4} ${a.ipv6}, pod-b = ${b.ipv4} ${b.ipv6}; named through ${endpointsFile}`);
+
+    collector = await Collector.start({
+      listen: '127.0.0.1:0',
+      metricsAddr: null,
+      dataDir: join(dir, 'collector'),
+      historyEvents: 10_000,
+      historyAgeMs: 3_600_000,
+      subscriberQueue: 10_000,
+      log: createLogger('collector'),
+    });
+    say(`collector listening on ${collector.address}`);
     agent = await Agent.start(
       {
         node: 'demo-node',
@@ -50,11 +71,21 @@ export async function run(argv: string[]): Promise<number> {
         logFormat: 'text',
         metricsAddr: null,
         endpointsFile,
+        kubeconfig: null,
         holdMs: 50,
+        collector: collector.address,
+        exportBufferEvents: 10_000,
+        exportBufferBytes: 16 << 20,
       },
       createLogger('agent'),
+      flags.nodeLog ? process.stdout : new Writable({ write: (_chunk, _enc, cb) => cb() }),
     );
-    say(`agent attached on hook ${agent.probe.hook}; events follow on stdout`);
+    say(`agent attached on hook ${agent.probe.hook} (${agent.probe.symbols.join(', ')}), streaming to the collector`);
+    const observeArgs = ['observe', '--server', collector.address, '--follow', ...QUIET_TYPES.flatMap((t) => ['--deny-type', t])];
+    say(`subscriber: icmpwatch ${observeArgs.join(' ')}`);
+    observer = spawn(CLI, observeArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
+    await new Promise((r) => setTimeout(r, 500));
+
     say('pod-a pings pod-b (IPv4), pod-b pings pod-a (IPv6)');
     await net.ping('a', 'b', 4, ['-c', '3', '-i', '0.2']);
     await net.ping('b', 'a', 6, ['-c', '3', '-i', '0.2']);
@@ -66,9 +97,11 @@ export async function run(argv: string[]): Promise<number> {
     ]);
     say('pod-a pings pod-b with TTL 1: the node answers time exceeded');
     await net.ping('a', 'b', 4, ['-c', '1', '-t', '1', '-W', '1']).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 800));
   } finally {
+    observer?.kill('SIGINT');
     await agent?.stop();
+    await collector?.stop();
     await net.destroy();
     rmSync(dir, { recursive: true, force: true });
     process.off('SIGINT', stopOnSignal);

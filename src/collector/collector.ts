@@ -35,6 +35,8 @@ export class Collector {
   private constructor(
     /** host:port the gRPC server is bound to (the real port when asked for port 0). */
     readonly address: string,
+    /** host:port of /metrics, /healthz and /readyz, when served. */
+    readonly opsAddress: string | null,
     readonly metrics: CollectorMetrics,
     private readonly server: grpc.Server,
     private readonly health: HealthImplementation,
@@ -42,6 +44,7 @@ export class Collector {
     private readonly ingest: IngestService,
     private readonly observer: ObserverService,
     private readonly store: Store,
+    private readonly housekeeping: NodeJS.Timeout,
     private readonly log: Logger,
   ) {}
 
@@ -96,8 +99,15 @@ export class Collector {
     const ops = options.metricsAddr
       ? await startOpsServer(options.metricsAddr, metrics.registry, { notReadyReason: () => (collector?.stopping ? 'shutting down' : null) }, log)
       : null;
-    collector = new Collector(address, metrics, server, health, ops, ingest, observer, store, log);
-    setInterval(() => metrics.historyEvents.set(store.history.size), 5000).unref();
+    const opsBound = ops?.address();
+    const opsAddress = opsBound && typeof opsBound === 'object' ? `${opsBound.address}:${opsBound.port}` : null;
+    // Age also expires history while no events arrive.
+    const housekeeping = setInterval(() => {
+      store.history.expire();
+      metrics.historyEvents.set(store.history.size);
+    }, 5000);
+    housekeeping.unref();
+    collector = new Collector(address, opsAddress, metrics, server, health, ops, ingest, observer, store, housekeeping, log);
     return collector;
   }
 
@@ -115,6 +125,7 @@ export class Collector {
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, deadlineMs).unref());
     await Promise.race([Promise.all([this.ingest.stop(), drained]), deadline]);
     this.server.forceShutdown();
+    clearInterval(this.housekeeping);
     await this.store.close();
     await new Promise<void>((resolve) => (this.ops ? this.ops.close(() => resolve()) : resolve()));
     this.log.info('collector stopped');

@@ -39,8 +39,13 @@ export class History {
     const entry = { index: this.nextIndex++, timeMs, response };
     this.entries.push(entry);
     while (this.entries.length > this.maxEntries) this.entries.shift();
-    while ((this.entries.peek()?.timeMs ?? Infinity) < now - this.maxAgeMs) this.entries.shift();
+    this.expire(now);
     return entry;
+  }
+
+  /** Drops entries older than the age bound. */
+  expire(now = Date.now()): void {
+    while ((this.entries.peek()?.timeMs ?? Infinity) < now - this.maxAgeMs) this.entries.shift();
   }
 
   /**

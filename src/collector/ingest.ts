@@ -2,6 +2,7 @@
 // each is acknowledged with the highest contiguous sequence of that agent instance that is stored,
 // only after the store made it durable. Sequences at or below what was already accepted are resent
 // duplicates and are skipped; announced buffer drops become lost-events records.
+import { setImmediate } from 'node:timers/promises';
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../common/log.js';
 import { icmpwatch } from '../common/proto.js';
@@ -72,6 +73,8 @@ export class IngestService {
             if (!session) throw statusError(status.INVALID_ARGUMENT, 'batch: the first request must be a hello');
             const acked = await this.batch(session, request.batch);
             if (!call.destroyed && !call.writableEnded) call.write({ ackedSequence: acked });
+            // Let subscriber streams flush between batches: a burst is then one batch, not a backlog.
+            await setImmediate();
           }
         })
         .catch(fail)

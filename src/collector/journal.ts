@@ -76,8 +76,8 @@ export class Journal {
     const journal = new Journal(options.dir, options.retention, options.segmentRecords, options.log);
     await fs.mkdir(options.dir, { recursive: true });
     const recovery = await journal.recover(onRecord);
-    await journal.enforceRetention();
     await journal.rotate();
+    await journal.enforceRetention();
     return { journal, recovery };
   }
 
@@ -172,7 +172,10 @@ export class Journal {
     this.segments.push({ file, records: 0, newestMs: 0 });
   }
 
-  /** Deletes whole old segments once newer ones hold the retained count, or they are all too old. */
+  /**
+   * Deletes whole old segments once newer ones hold the retained count, or they are all too old.
+   * The last segment is the one being written and stays.
+   */
   private async enforceRetention(): Promise<void> {
     const oldestKept = Date.now() - this.retention.maxAgeMs;
     let total = this.segments.reduce((n, s) => n + s.records, 0);

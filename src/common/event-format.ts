@@ -34,7 +34,10 @@ function isEcho(family: IpFamily | null, type: number): boolean {
 
 function icmpLabel(ev: icmpwatch.v1.IEvent): string {
   const family = familyOf(ev);
-  const icmp = ev.icmp ?? {};
+  const icmp = ev.icmp;
+  // No ICMP header was decoded (a non-first fragment, a malformed or unreadable packet):
+  // never print type 0 as "echo-reply".
+  if (!icmp) return (ev.flags ?? []).includes(v1.Flag.FLAG_FRAGMENT) ? 'fragment' : 'undecoded';
   if (icmp.name) return icmp.name;
   return family ? icmpName(family, icmp.type ?? 0, icmp.code ?? 0) : `type-${icmp.type ?? 0}`;
 }
@@ -67,21 +70,22 @@ function quotedToJson(q: icmpwatch.v1.IQuotedPacket): Record<string, Json> {
 /** The JSON object of one event (field names fixed by the capture issue); unset fields omitted. */
 export function eventToJson(ev: icmpwatch.v1.IEvent): Record<string, Json> {
   const family = familyOf(ev);
-  const icmp = ev.icmp ?? {};
-  const type = icmp.type ?? 0;
-  const icmpOut: Record<string, Json> = { type, code: icmp.code ?? 0, name: icmpLabel(ev) };
-  if (isEcho(family, type)) Object.assign(icmpOut, { id: icmp.id ?? 0, seq: icmp.seq ?? 0 });
-  if (icmp.mtu) icmpOut.mtu = icmp.mtu;
-  if (icmp.quoted) icmpOut.quoted = quotedToJson(icmp.quoted);
-
   const out: Record<string, Json> = {
     time: formatTimestamp(ev.time),
     node: ev.node ?? '',
     family: family ?? 'unspecified',
     source: endpointToJson(ev.source),
     destination: endpointToJson(ev.destination),
-    icmp: icmpOut,
   };
+  const icmp = ev.icmp;
+  if (icmp) {
+    const type = icmp.type ?? 0;
+    const icmpOut: Record<string, Json> = { type, code: icmp.code ?? 0, name: icmpLabel(ev) };
+    if (isEcho(family, type)) Object.assign(icmpOut, { id: icmp.id ?? 0, seq: icmp.seq ?? 0 });
+    if (icmp.mtu) icmpOut.mtu = icmp.mtu;
+    if (icmp.quoted) icmpOut.quoted = quotedToJson(icmp.quoted);
+    out.icmp = icmpOut;
+  }
   if (ev.ttl) out.ttl = ev.ttl;
   if (ev.length) out.length = ev.length;
   if (ev.ipId) out.ip_id = ev.ipId;
@@ -96,6 +100,7 @@ export function eventToJson(ev: icmpwatch.v1.IEvent): Record<string, Json> {
     if (obs.interface) o.interface = obs.interface;
     if (obs.netns) o.netns = Number(obs.netns);
     if (obs.sightings) o.sightings = obs.sightings;
+    if (obs.symbol) o.symbol = obs.symbol;
     out.observation = o;
   }
   out.flags = (ev.flags ?? []).map((f) => enumLabel(v1.Flag, 'FLAG_', f));
@@ -130,7 +135,8 @@ export function eventToText(ev: icmpwatch.v1.IEvent): string {
     '->',
     endpointToText(ev.destination),
   ];
-  if (isEcho(family, icmp.type ?? 0)) parts.push(`id=${icmp.id ?? 0}`, `seq=${icmp.seq ?? 0}`);
+  if (ev.icmp && isEcho(family, icmp.type ?? 0)) parts.push(`id=${icmp.id ?? 0}`, `seq=${icmp.seq ?? 0}`);
+  if (ev.fragmentOffset) parts.push(`frag=${ev.fragmentOffset}`);
   if (icmp.mtu) parts.push(`mtu=${icmp.mtu}`);
   const q = icmp.quoted;
   if (q) {

@@ -1,7 +1,8 @@
 // The real kernel: pings between demo pods behind a routed node namespace, captured by the agent.
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
 import { DemoNetwork } from '../../src/cli/demo-network.js';
-import { icmpwatch } from '../../src/common/proto/icmpwatch.js';
+import { icmpwatch } from '../../src/common/proto.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
 import { startAgent, type RunningAgent } from './harness.js';
 
@@ -123,6 +124,18 @@ describe('capture on the real kernel (routed pods)', function () {
       expect(v6!.icmp?.quoted?.destination).to.equal(net.pod('b').ipv6);
     } finally {
       await net.exec(net.node, ['ip', 'link', 'set', 'vb', 'mtu', '1500']);
+    }
+  });
+
+  it("says host for packets to the node's own addresses", async () => {
+    await new Promise<void>((resolve, reject) =>
+      execFile('ping', ['-c', '2', '-i', '0.1', '-p', 'c0ffee', '127.0.0.1'], (err) => (err ? reject(err) : resolve())),
+    );
+    const evs = await run.waitFor((e) => e.destination?.ip === '127.0.0.1' && e.icmp?.type === 8, 2);
+    for (const ev of evs) {
+      expect(ev.observation?.point).to.equal(Point.OBSERVATION_POINT_HOST);
+      expect(ev.observation?.interface).to.equal('lo');
+      expect(ev.observation?.sightings).to.equal(1);
     }
   });
 

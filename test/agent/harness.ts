@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { Agent, type AgentConfig } from '../../src/agent/agent.js';
 import { DEFAULT_OBJECT } from '../../src/agent/probe/probe.js';
-import type { icmpwatch } from '../../src/common/proto/icmpwatch.js';
+import type { icmpwatch } from '../../src/common/proto.js';
 
 export interface RunningAgent {
   agent: Agent;
@@ -40,7 +40,11 @@ export async function startAgent(overrides: Partial<AgentConfig> = {}): Promise<
       logFormat: 'json',
       metricsAddr: null,
       endpointsFile: null,
+      kubeconfig: null,
       holdMs: 50,
+      collector: null,
+      exportBufferEvents: 10000,
+      exportBufferBytes: 16 << 20,
       ...overrides,
     },
     pino({ level: process.env.ICMPWATCH_TEST_LOG ?? 'silent' }),

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
 import { DemoNetwork } from '../../src/cli/demo-network.js';
-import { icmpwatch } from '../../src/common/proto/icmpwatch.js';
+import { icmpwatch } from '../../src/common/proto.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
 import { echo, ethernet, icmp, ipv4, ipv6, vlanTag } from './frames.js';
 import { startAgent, type RunningAgent } from './harness.js';

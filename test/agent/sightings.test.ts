@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { SightingMerger, type ReportedPacket } from '../../src/agent/sightings.js';
 import type { CapturedPacket } from '../../src/agent/probe/decoder.js';
 import { DemoNetwork } from '../../src/cli/demo-network.js';
-import { icmpwatch } from '../../src/common/proto/icmpwatch.js';
+import { icmpwatch } from '../../src/common/proto.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
 import { startAgent } from './harness.js';
 

@@ -4,11 +4,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DemoNetwork } from '../../src/cli/demo-network.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
+import { CLI } from './cli-runner.js';
 
-export const CLI = fileURLToPath(new URL('../../bin/icmpwatch', import.meta.url));
 
 function runCli(args: string[]) {
   return spawnSync(CLI, args, { encoding: 'utf8', timeout: 30000 });

@@ -73,6 +73,8 @@ export function startExporter(address: string, overrides: Partial<ExporterOption
 /** A Subscribe stream whose responses accumulate in `received`; `until` awaits a condition on them. */
 export class CollectingSubscriber {
   readonly received: icmpwatch.v1.ISubscribeResponse[] = [];
+  readonly events: icmpwatch.v1.IEvent[] = [];
+  readonly lost: icmpwatch.v1.ILostEvents[] = [];
   readonly stream: ClientReadableStream<icmpwatch.v1.ISubscribeResponse>;
   readonly done: Promise<Error | null>;
   private readonly waiters: (() => void)[] = [];
@@ -81,6 +83,8 @@ export class CollectingSubscriber {
     this.stream = client.subscribe(request);
     this.stream.on('data', (r: icmpwatch.v1.ISubscribeResponse) => {
       this.received.push(r);
+      if (r.event) this.events.push(r.event);
+      if (r.lostEvents) this.lost.push(r.lostEvents);
       for (const w of [...this.waiters]) w();
     });
     this.done = new Promise((resolve) => {
@@ -90,14 +94,6 @@ export class CollectingSubscriber {
     void this.done.then(() => {
       for (const w of [...this.waiters]) w();
     });
-  }
-
-  get events(): icmpwatch.v1.IEvent[] {
-    return this.received.flatMap((r) => (r.event ? [r.event] : []));
-  }
-
-  get lost(): icmpwatch.v1.ILostEvents[] {
-    return this.received.flatMap((r) => (r.lostEvents ? [r.lostEvents] : []));
   }
 
   /** Resolves when `condition` holds; rejects after `timeoutMs` with what was received so far. */

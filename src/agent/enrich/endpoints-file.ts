@@ -2,7 +2,7 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { describeIssues } from '../../common/config.js';
-import { icmpwatch } from '../../common/proto/icmpwatch.js';
+import { icmpwatch } from '../../common/proto.js';
 import type { Logger } from '../../common/log.js';
 import type { EndpointResolver } from './resolver.js';
 

@@ -1,4 +1,4 @@
-import type { icmpwatch } from '../../common/proto/icmpwatch.js';
+import type { icmpwatch } from '../../common/proto.js';
 
 /**
  * Names an IP address in cluster terms. Implementations answer from memory and never wait:

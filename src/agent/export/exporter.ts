@@ -94,9 +94,10 @@ export class CollectorExporter {
   private readonly ackListeners = new Set<() => void>();
 
   constructor(private readonly options: ExporterOptions) {
-    this.client = new IngestClient(options.address);
+    const backoff = options.backoff ?? { minMs: 200, maxMs: 30_000 };
+    this.client = new IngestClient(options.address, backoff);
     this.buffer = new SendBuffer(options.maxBufferedEvents, options.maxBufferedBytes);
-    this.backoff = new Backoff(options.backoff?.minMs ?? 200, options.backoff?.maxMs ?? 30_000);
+    this.backoff = new Backoff(backoff.minMs, backoff.maxMs);
     this.metrics = createExporterMetrics(options.registry);
     this.heartbeat = setInterval(() => {
       if (Date.now() - this.lastSendMs >= HEARTBEAT_MS) this.send(true);

@@ -11,8 +11,13 @@ export const keepaliveOptions: grpc.ChannelOptions = {
 };
 
 export class IngestClient extends grpc.Client {
-  constructor(address: string) {
-    super(address, grpc.credentials.createInsecure(), keepaliveOptions);
+  /** `reconnect` bounds grpc-js's own connection backoff (default 1 s to 120 s) to the caller's. */
+  constructor(address: string, reconnect: { minMs: number; maxMs: number } = { minMs: 1000, maxMs: 120_000 }) {
+    super(address, grpc.credentials.createInsecure(), {
+      ...keepaliveOptions,
+      'grpc.initial_reconnect_backoff_ms': reconnect.minMs,
+      'grpc.max_reconnect_backoff_ms': reconnect.maxMs,
+    });
   }
 
   stream(): grpc.ClientDuplexStream<icmpwatch.v1.IIngestRequest, icmpwatch.v1.IIngestResponse> {
@@ -35,8 +40,8 @@ function unary<Req, Res>(
 }
 
 export class ObserverClient extends grpc.Client {
-  constructor(address: string) {
-    super(address, grpc.credentials.createInsecure(), keepaliveOptions);
+  constructor(address: string, options: grpc.ChannelOptions = {}) {
+    super(address, grpc.credentials.createInsecure(), { ...keepaliveOptions, ...options });
   }
 
   subscribe(request: icmpwatch.v1.ISubscribeRequest, options: grpc.CallOptions = {}): grpc.ClientReadableStream<icmpwatch.v1.ISubscribeResponse> {

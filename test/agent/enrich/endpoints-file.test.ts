@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { EndpointsFileError, EndpointsFileResolver, parseEndpointsFile } from '../../../src/agent/enrich/endpoints-file.js';
-import { icmpwatch } from '../../../src/common/proto/icmpwatch.js';
+import { icmpwatch } from '../../../src/common/proto.js';
 
 const { Enrichment, EndpointKind } = icmpwatch.v1;
 

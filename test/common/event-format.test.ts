@@ -1,0 +1,101 @@
+import { expect } from 'chai';
+import { eventToJson, eventToText } from '../../src/common/event-format.js';
+import { icmpName, parseIcmpSelector } from '../../src/common/icmp-names.js';
+import { icmpwatch } from '../../src/common/proto.js';
+
+const { Family, Flag, Hook, ObservationPoint } = icmpwatch.v1;
+
+const ping: icmpwatch.v1.IEvent = {
+  time: { seconds: Date.parse('2026-11-25T05:55:01Z') / 1000, nanos: 123_456_789 },
+  node: 'node-a',
+  family: Family.FAMILY_IPV4,
+  source: { ip: '10.1.0.2', namespace: 'demo', pod: 'pod-a' },
+  destination: { ip: '10.2.0.2', namespace: 'demo', pod: 'pod-b' },
+  icmp: { type: 8, code: 0, id: 1234, seq: 1 },
+  ttl: 63,
+  length: 84,
+  observation: { hook: Hook.HOOK_TP_BTF, point: ObservationPoint.OBSERVATION_POINT_DESTINATION, ifindex: 3, netns: 4026532001 },
+  sequence: 7,
+};
+
+describe('common: ICMP names', () => {
+  it('names types and codes per family', () => {
+    expect(icmpName('ipv4', 8, 0)).to.equal('echo-request');
+    expect(icmpName('ipv4', 3, 3)).to.equal('port-unreachable');
+    expect(icmpName('ipv4', 3, 4)).to.equal('frag-needed');
+    expect(icmpName('ipv4', 3, 99)).to.equal('destination-unreachable');
+    expect(icmpName('ipv6', 1, 4)).to.equal('port-unreachable');
+    expect(icmpName('ipv6', 2, 0)).to.equal('packet-too-big');
+    expect(icmpName('ipv6', 3, 0)).to.equal('hop-limit-exceeded');
+    expect(icmpName('ipv4', 11, 0)).to.equal('ttl-exceeded');
+    expect(icmpName('ipv6', 134, 0)).to.equal('router-advertisement');
+    expect(icmpName('ipv6', 200, 0)).to.equal('type-200');
+  });
+
+  it('resolves names and numbers back to selectors', () => {
+    expect(parseIcmpSelector('echo-reply')).to.deep.equal([
+      { family: 'ipv4', type: 0 },
+      { family: 'ipv6', type: 129 },
+    ]);
+    expect(parseIcmpSelector('Port-Unreachable')).to.deep.equal([
+      { family: 'ipv4', type: 3, code: 3 },
+      { family: 'ipv6', type: 1, code: 4 },
+    ]);
+    expect(parseIcmpSelector('3/4')).to.deep.equal([{ type: 3, code: 4 }]);
+    expect(parseIcmpSelector('256')).to.equal(null);
+    expect(parseIcmpSelector('ping')).to.equal(null);
+  });
+});
+
+describe('common: event format', () => {
+  it('prints one text line with both ends, echo id/seq and where it was seen', () => {
+    expect(eventToText(ping)).to.equal(
+      '2026-11-25T05:55:01.123Z node-a echo-request 10.1.0.2 (demo/pod-a) -> 10.2.0.2 (demo/pod-b) id=1234 seq=1 ttl=63 len=84 [destination if=3 netns=4026532001]',
+    );
+    const summary = { ...ping, flags: [Flag.FLAG_FRAGMENT, Flag.FLAG_PADDED], summary: { packets: 1234 } };
+    expect(eventToText(summary)).to.match(/ flags=fragment,padded x1234 packets suppressed$/);
+    expect(eventToText({ ...ping, icmp: { type: 3, code: 4, mtu: 1400 }, destination: { ip: '10.9.9.9' } })).to.contain(
+      'frag-needed 10.1.0.2 (demo/pod-a) -> 10.9.9.9 mtu=1400 ttl=63',
+    );
+  });
+
+  it('gives the JSON fields of the capture issue, with nanoseconds', () => {
+    expect(eventToJson(ping)).to.deep.equal({
+      time: '2026-11-25T05:55:01.123456789Z',
+      node: 'node-a',
+      family: 'ipv4',
+      source: { ip: '10.1.0.2', namespace: 'demo', pod: 'pod-a' },
+      destination: { ip: '10.2.0.2', namespace: 'demo', pod: 'pod-b' },
+      icmp: { type: 8, code: 0, name: 'echo-request', id: 1234, seq: 1 },
+      ttl: 63,
+      length: 84,
+      observation: { hook: 'tp_btf', point: 'destination', ifindex: 3, netns: 4026532001 },
+      flags: [],
+      sequence: 7,
+    });
+    const v6 = eventToJson({ ...ping, family: Family.FAMILY_IPV6, icmp: { type: 1, code: 4 } });
+    expect([v6.family, v6.icmp]).to.deep.equal(['ipv6', { type: 1, code: 4, name: 'port-unreachable' }]);
+  });
+});
+
+describe('common: events without a decoded ICMP header', () => {
+  const fragment: icmpwatch.v1.IEvent = {
+    ...ping,
+    icmp: null,
+    fragmentOffset: 1480,
+    flags: [Flag.FLAG_FRAGMENT],
+    observation: { ...ping.observation, symbol: 'netif_receive_skb' },
+  };
+
+  it('never prints type 0 as an echo reply: no icmp object in JSON, a plain label in text', () => {
+    const json = eventToJson(fragment);
+    expect(json).to.not.have.property('icmp');
+    expect(json.flags).to.deep.equal(['fragment']);
+    expect(json.fragment_offset).to.equal(1480);
+    expect(json.observation).to.deep.include({ symbol: 'netif_receive_skb' });
+    const text = eventToText(fragment);
+    expect(text).to.contain(' fragment 10.1.0.2 (demo/pod-a) -> 10.2.0.2 (demo/pod-b) ').and.contain('frag=1480');
+    expect(text).to.not.contain('echo').and.not.contain('id=');
+    expect(eventToText({ ...fragment, flags: [Flag.FLAG_BAD_IHL], fragmentOffset: 0 })).to.contain(' undecoded ');
+  });
+});
