@@ -12,29 +12,8 @@ REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 HELM_VERSION="v3.22.0"    # helm.sh/helm/v3, package cmd/helm
 # ---------------------------------------------------------------------------
 
-CACHE_DIR="${ICMPWATCH_CACHE:-${HOME:-/root}/.cache/icmpwatch}"
-BIN_CACHE="$CACHE_DIR/bin"
-LINK_DIR="$REPO_ROOT/.cache/bin"
-
-GO="${GO:-}"
-if [[ -z "$GO" ]]; then
-  if command -v go >/dev/null 2>&1; then GO="$(command -v go)"
-  elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-  else echo "build-helm.sh: no Go toolchain found (set GO=/path/to/go)" >&2; exit 1
-  fi
-fi
-
-# The same private Go environment as build.sh, so the k8s.io modules helm
-# shares with kube-apiserver are downloaded once.
-export GOPATH="$CACHE_DIR/go"
-export GOMODCACHE="$CACHE_DIR/go/pkg/mod"
-export GOCACHE="$CACHE_DIR/go-build"
-export GOFLAGS="-mod=mod -buildvcs=false"
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-# GOPROXY and GOSUMDB stay at Go's defaults.
-
-mkdir -p "$BIN_CACHE" "$LINK_DIR" "$CACHE_DIR/tmp"
+# shellcheck source=test/k8s/go-env.sh
+source "$SCRIPT_DIR/go-env.sh"
 
 log() { printf 'build-helm.sh: %s\n' "$*" >&2; }
 

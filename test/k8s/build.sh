@@ -12,29 +12,8 @@ K8S_VERSION="v1.37.2"     # k8s.io/kubernetes; staging modules use v0.<minor>.<p
 ETCD_VERSION="v3.7.3"     # go.etcd.io/etcd/server/v3 (k8s v1.37 recommends etcd 3.7)
 # ---------------------------------------------------------------------------
 
-CACHE_DIR="${ICMPWATCH_CACHE:-${HOME:-/root}/.cache/icmpwatch}"
-BIN_CACHE="$CACHE_DIR/bin"
-LINK_DIR="$REPO_ROOT/.cache/bin"
-
-GO="${GO:-}"
-if [[ -z "$GO" ]]; then
-  if command -v go >/dev/null 2>&1; then GO="$(command -v go)"
-  elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-  else echo "build.sh: no Go toolchain found (set GO=/path/to/go)" >&2; exit 1
-  fi
-fi
-
-# Private Go environment so rebuilds reuse downloads and the build cache.
-export GOPATH="$CACHE_DIR/go"
-export GOMODCACHE="$CACHE_DIR/go/pkg/mod"
-export GOCACHE="$CACHE_DIR/go-build"
-export GOFLAGS="-mod=mod -buildvcs=false"
-export GOTOOLCHAIN=local          # never try to download another toolchain
-export CGO_ENABLED=0              # static binaries, no C compiler needed
-# GOPROXY and GOSUMDB stay at Go's defaults: modules and checksums both come
-# through the module proxy.
-
-mkdir -p "$BIN_CACHE" "$LINK_DIR" "$CACHE_DIR/tmp"
+# shellcheck source=test/k8s/go-env.sh
+source "$SCRIPT_DIR/go-env.sh"
 
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 
