@@ -37,6 +37,7 @@ build/bpf/%.bpf.o: bpf/%.bpf.c bpf/icmpwatch.h build/vmlinux.h
 	  -Ibuild -Ibpf -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
 
 $(PROTO_JS): $(PROTO)
+	@mkdir -p $(dir $@)
 	pbjs -t static-module -w es6 --force-number --no-beautify -p proto -o $@ $(PROTO)
 	pbts -o $(PROTO_JS:.js=.d.ts) $@
 
