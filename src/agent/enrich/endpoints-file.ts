@@ -1,4 +1,4 @@
-import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { readFileSync, statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { describeIssues } from '../../common/config.js';
@@ -62,6 +62,7 @@ function normalizeIp(ip: string): string {
  */
 export class EndpointsFileResolver implements EndpointResolver {
   private table: Map<string, icmpwatch.v1.IEndpoint>;
+  private loaded: Stats;
   reloads = 0;
   reloadFailures = 0;
 
@@ -70,13 +71,17 @@ export class EndpointsFileResolver implements EndpointResolver {
     private readonly log: Logger,
     pollMs = 1000,
   ) {
+    this.loaded = statSync(path);
     this.table = parseEndpointsFile(path, readFileSync(path, 'utf8'));
-    watchFile(path, { interval: pollMs }, (cur, prev) => {
-      if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size) this.reload();
+    // Compared with the version loaded, not the previous poll: watchFile's first poll may already
+    // see a file replaced right after start-up.
+    watchFile(path, { interval: pollMs }, (cur) => {
+      if (cur.mtimeMs !== this.loaded.mtimeMs || cur.ino !== this.loaded.ino || cur.size !== this.loaded.size) this.reload(cur);
     });
   }
 
-  private reload(): void {
+  private reload(seen: Stats): void {
+    this.loaded = seen;
     try {
       this.table = parseEndpointsFile(this.path, readFileSync(this.path, 'utf8'));
       this.reloads++;
