@@ -23,6 +23,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define PROTO_UDP 17
 #define PROTO_ICMPV6 58
 #define IPV6_EXTHDR_MAX 6
+#define VLAN_MAX_DEPTH 4
 #define NSEC_PER_SEC 1000000000ULL
 
 struct {
@@ -300,12 +301,21 @@ static __always_inline void parse_ipv4(struct icmpw_event *e, const __u8 *nh, __
 	struct iphdr ip;
 	__u32 ihl, tot, frag;
 
-	if (pkt < 20 || avail < 20)
-		return; /* cannot even tell whether it is ICMP */
+	/* Too short or unreadable to tell whether it is ICMP: reported flagged, never dropped unseen. */
+	e->family = 4;
+	if (pkt < 20) {
+		e->flags |= ICMPW_F_TRUNCATED;
+		goto out;
+	}
+	if (avail < 20) {
+		e->flags |= ICMPW_F_NONLINEAR;
+		goto out;
+	}
 	bpf_probe_read_kernel(&ip, sizeof(ip), nh);
 	if (ip.protocol != PROTO_ICMP)
 		return;
-	e->family = 4;
+	if (e->flags & ICMPW_F_VLAN_UNSUPPORTED)
+		goto out;
 	if (ip.version != 4) {
 		e->flags |= ICMPW_F_BAD_VERSION;
 		goto out;
@@ -354,17 +364,38 @@ static __always_inline void parse_ipv6(struct icmpw_event *e, const __u8 *nh, __
 	__u8 next, x[8];
 	int i;
 
-	if (pkt < 40 || avail < 40)
-		return;
+	if (pkt < 40) {
+		e->family = 6;
+		e->flags |= ICMPW_F_TRUNCATED;
+		goto out;
+	}
+	if (avail < 40) {
+		e->family = 6;
+		e->flags |= ICMPW_F_NONLINEAR;
+		goto out;
+	}
 	bpf_probe_read_kernel(&ip, sizeof(ip), nh);
 	next = ip.nexthdr;
+	if (e->flags & ICMPW_F_VLAN_UNSUPPORTED) {
+		if (next != PROTO_ICMPV6 && !is_ipv6_exthdr(next))
+			return;
+		e->family = 6; /* possibly ICMPv6: reported, not decoded */
+		goto out;
+	}
 	for (i = 0; i < IPV6_EXTHDR_MAX; i++) {
 		if (next == PROTO_ICMPV6)
 			break;
 		if (!is_ipv6_exthdr(next))
 			return; /* not ICMPv6 */
-		if (avail < off + 8)
-			return; /* chain leaves the linear area: protocol unknown */
+		/* A chain past the packet or the linear area hides the protocol: possibly ICMPv6. */
+		if (pkt < off + 8) {
+			e->flags |= ICMPW_F_TRUNCATED;
+			break;
+		}
+		if (avail < off + 8) {
+			e->flags |= ICMPW_F_NONLINEAR;
+			break;
+		}
 		bpf_probe_read_kernel(x, sizeof(x), nh + (off & 0xffff));
 		if (next == 44) {
 			__u16 fo = (x[2] << 8) | x[3];
@@ -386,7 +417,7 @@ static __always_inline void parse_ipv6(struct icmpw_event *e, const __u8 *nh, __
 		if (e->flags & ICMPW_F_FRAGMENT)
 			break;
 	}
-	if (next != PROTO_ICMPV6) {
+	if (next != PROTO_ICMPV6 && !(e->flags & (ICMPW_F_TRUNCATED | ICMPW_F_NONLINEAR))) {
 		if (!is_ipv6_exthdr(next) || (e->flags & ICMPW_F_FRAGMENT))
 			return; /* not ICMPv6, or a fragment of something else */
 		e->flags |= ICMPW_F_EXTHDR_LIMIT; /* chain longer than we walk: might be ICMPv6 */
@@ -407,16 +438,32 @@ static __always_inline void parse_ipv6(struct icmpw_event *e, const __u8 *nh, __
 	e->ttl = ip.hop_limit;
 	__builtin_memcpy(e->saddr, &ip.saddr, 16);
 	__builtin_memcpy(e->daddr, &ip.daddr, 16);
-	if (e->flags & (ICMPW_F_FRAGMENT | ICMPW_F_EXTHDR_LIMIT))
+	if (e->flags & (ICMPW_F_FRAGMENT | ICMPW_F_EXTHDR_LIMIT | ICMPW_F_TRUNCATED | ICMPW_F_NONLINEAR))
 		goto out;
 	decode_icmp(e, nh + off, tot - off, avail - off);
 out:
 	emit(e);
 }
 
+/* What every event carries about where the hook saw the packet. */
+static __always_inline void fill_common(struct icmpw_event *e, struct sk_buff *skb, __u8 hook, __u32 len)
+{
+	e->mono_ns = bpf_ktime_get_ns();
+	e->hook = hook;
+	e->skb_len = len;
+	e->ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	e->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	e->pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
+}
+
+static __always_inline bool is_vlan(__u16 proto)
+{
+	return proto == ETH_P_8021Q || proto == ETH_P_8021AD;
+}
+
 /*
  * One parser for every hook: `nh` is the network header inside `skb`, `proto` the ethertype
- * the hook sees (VLAN-tagged frames still carry 0x8100 at netif_receive_skb).
+ * the hook sees (VLAN-tagged frames still carry 0x8100 / 0x88a8 at netif_receive_skb).
  */
 static __always_inline int handle_skb(struct sk_buff *skb, const __u8 *nh, __u16 proto, __u8 hook)
 {
@@ -426,34 +473,49 @@ static __always_inline int handle_skb(struct sk_buff *skb, const __u8 *nh, __u16
 	__u32 data_len = BPF_CORE_READ(skb, data_len);
 	__s64 pkt = (__s64)len - (nh - data);
 	__s64 avail = (__s64)(len - data_len) - (nh - data);
+	int tags;
 
-	if (proto == ETH_P_8021Q || proto == ETH_P_8021AD) {
+	/*
+	 * One tag is decoded through. Stacked tags (QinQ) are peeled only to learn whether they carry
+	 * ICMP, which is then reported flagged, not decoded.
+	 */
+	for (tags = 0; tags < VLAN_MAX_DEPTH && is_vlan(proto); tags++) {
 		__u8 tag[4];
 
-		if (avail < 4)
-			return 0;
+		if (pkt < 4)
+			return 0; /* no inner ethertype: nothing says it is IP */
+		if (avail < 4) {
+			e.flags |= ICMPW_F_NONLINEAR; /* the tag is past the linear area: carries what? */
+			goto unknown;
+		}
 		bpf_probe_read_kernel(tag, sizeof(tag), nh);
 		proto = (tag[2] << 8) | tag[3];
-		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD)
-			return 0; /* stacked tags: the kernel untags one at a time, see it later */
-		e.flags |= ICMPW_F_VLAN;
 		nh += 4;
 		pkt -= 4;
 		avail -= 4;
 	}
+	if (is_vlan(proto)) {
+		e.flags |= ICMPW_F_VLAN_UNSUPPORTED; /* deeper than we peel: carries what? */
+		goto unknown;
+	}
 	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
 		return 0;
+	if (tags == 1)
+		e.flags |= ICMPW_F_VLAN;
+	else if (tags > 1)
+		e.flags |= ICMPW_F_VLAN_UNSUPPORTED;
 
-	e.mono_ns = bpf_ktime_get_ns();
-	e.hook = hook;
-	e.skb_len = len;
-	e.ifindex = BPF_CORE_READ(skb, dev, ifindex);
-	e.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
-	e.pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
+	fill_common(&e, skb, hook, len);
 	if (proto == ETH_P_IP)
 		parse_ipv4(&e, nh, pkt, avail);
 	else
 		parse_ipv6(&e, nh, pkt, avail);
+	return 0;
+
+unknown:
+	/* Family 0: the frame could not be read as far as its IP header. */
+	fill_common(&e, skb, hook, len);
+	emit(&e);
 	return 0;
 }
 

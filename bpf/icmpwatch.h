@@ -15,24 +15,29 @@ enum icmpw_hook {
 	ICMPW_HOOK_KRETPROBE = 4, /* kretprobe/ip_rcv_core, ip6_rcv_core */
 };
 
-/* What the parser found. Malformed and undecodable packets keep zeroed fields. */
+/*
+ * What the parser found. Malformed and undecodable packets keep zeroed fields; family 0 means
+ * the frame could not be read as far as its IP header (a VLAN tag past the linear area).
+ */
 enum icmpw_flag {
 	ICMPW_F_VLAN = 1 << 0,           /* decoded through one 802.1Q/802.1ad tag */
 	ICMPW_F_FRAGMENT = 1 << 1,       /* non-first fragment: carries no ICMP header */
 	ICMPW_F_MORE_FRAGMENTS = 1 << 2, /* first fragment of a fragmented message */
 	ICMPW_F_NONLINEAR = 1 << 3,      /* needed bytes lie past the linear area: not read */
-	ICMPW_F_TRUNCATED = 1 << 4,      /* fewer ICMP bytes than the type requires */
+	ICMPW_F_TRUNCATED = 1 << 4,      /* fewer bytes than the IP header or ICMP type requires */
 	ICMPW_F_BAD_VERSION = 1 << 5,    /* IP version does not match the ethertype */
 	ICMPW_F_BAD_IHL = 1 << 6,        /* IPv4 header length < 20 or past the packet */
 	ICMPW_F_BAD_LENGTH = 1 << 7,     /* IP total/payload length outside the packet */
 	ICMPW_F_PADDED = 1 << 8,         /* frame longer than the IP length (L2 padding ignored) */
 	ICMPW_F_EXTHDR_LIMIT = 1 << 9,   /* more IPv6 extension headers than the parser walks */
 	ICMPW_F_INNER_TRUNCATED = 1 << 10, /* error message quotes too little of the original */
-	ICMPW_F_VLAN_UNSUPPORTED = 1 << 11, /* stacked VLAN tags: not decoded */
+	ICMPW_F_VLAN_UNSUPPORTED = 1 << 11, /* stacked VLAN tags (QinQ): reported, not decoded */
 };
 
+/* Counted as malformed: undecodable for what the bytes say (stacked VLAN: for what we parse). */
 #define ICMPW_F_MALFORMED (ICMPW_F_TRUNCATED | ICMPW_F_BAD_VERSION | ICMPW_F_BAD_IHL | \
-			   ICMPW_F_BAD_LENGTH | ICMPW_F_EXTHDR_LIMIT | ICMPW_F_INNER_TRUNCATED)
+			   ICMPW_F_BAD_LENGTH | ICMPW_F_EXTHDR_LIMIT | ICMPW_F_INNER_TRUNCATED | \
+			   ICMPW_F_VLAN_UNSUPPORTED)
 
 /* One packet as seen by a hook: 120 bytes, 128 with the ring record header. */
 struct icmpw_event {

@@ -28,13 +28,16 @@ const FLAGS: [number, icmpwatch.v1.Flag][] = [
   [FLAG_BITS.padded, v1.Flag.FLAG_PADDED],
   [FLAG_BITS['exthdr-limit'], v1.Flag.FLAG_EXTHDR_LIMIT],
   [FLAG_BITS['inner-truncated'], v1.Flag.FLAG_INNER_TRUNCATED],
+  [FLAG_BITS['vlan-unsupported'], v1.Flag.FLAG_VLAN_UNSUPPORTED],
 ];
 
 /** Flags that mean the ICMP header was not decoded: type/code 0 is not "echo reply". */
 const UNDECODED = FLAG_BITS.fragment | FLAG_BITS.nonlinear | FLAG_BITS.truncated | FLAG_BITS['bad-version'] |
-  FLAG_BITS['bad-ihl'] | FLAG_BITS['bad-length'] | FLAG_BITS['exthdr-limit'];
+  FLAG_BITS['bad-ihl'] | FLAG_BITS['bad-length'] | FLAG_BITS['exthdr-limit'] | FLAG_BITS['vlan-unsupported'];
 
-const isEcho = (family: 4 | 6, type: number) => (family === 4 ? type === 0 || type === 8 : type === 128 || type === 129);
+const FAMILIES = { 0: v1.Family.FAMILY_UNSPECIFIED, 4: v1.Family.FAMILY_IPV4, 6: v1.Family.FAMILY_IPV6 } as const;
+
+const isEcho = (family: 0 | 4 | 6, type: number) => (family === 4 ? type === 0 || type === 8 : type === 128 || type === 129);
 
 /** Kernel monotonic nanoseconds -> wall clock, re-anchored periodically against drift. */
 export class WallClock {
@@ -55,8 +58,8 @@ export class WallClock {
 /** Turns kernel sightings and flood counts into API events, naming both ends. */
 export class EventBuilder {
   private sequence = 0;
-  /** The hooked symbol per family: ip_rcv_core.isra.N for IPv4, ip6_rcv_core for IPv6, ... */
-  private readonly symbolByFamily: Record<4 | 6, string>;
+  /** The hooked symbol per family: ip_rcv_core.isra.N for IPv4, ip6_rcv_core for IPv6, all for unknown. */
+  private readonly symbolByFamily: Record<0 | 4 | 6, string>;
 
   constructor(
     private readonly node: string,
@@ -67,21 +70,21 @@ export class EventBuilder {
   ) {
     const pick = (prefix: string) => symbols.filter((s) => s.startsWith(prefix)).join(',');
     this.symbolByFamily = {
+      0: symbols.join(','),
       4: pick('ip_rcv_core') || symbols.join(','),
       6: pick('ip6_rcv_core') || symbols.join(','),
     };
   }
 
   fromPacket({ packet: p, point, sightings }: ReportedPacket): icmpwatch.v1.IEvent {
-    const family = p.family === 4 ? 'ipv4' : 'ipv6';
-    const decoded = (p.flags & UNDECODED) === 0;
+    const decoded = p.family !== 0 && (p.flags & UNDECODED) === 0;
     const flags: icmpwatch.v1.Flag[] = [];
     for (const [bit, flag] of FLAGS) if (p.flags & bit) flags.push(flag);
     const icmp: icmpwatch.v1.IIcmp | null = decoded
       ? {
           type: p.type,
           code: p.code,
-          name: icmpName(family, p.type, p.code),
+          name: icmpName(p.family === 4 ? 'ipv4' : 'ipv6', p.type, p.code),
           id: isEcho(p.family, p.type) ? p.echoId : 0,
           seq: isEcho(p.family, p.type) ? p.echoSeq : 0,
           mtu: p.mtu,
@@ -98,7 +101,7 @@ export class EventBuilder {
     return {
       time: this.clock.timestamp(p.monoNs),
       node: this.node,
-      family: p.family === 4 ? v1.Family.FAMILY_IPV4 : v1.Family.FAMILY_IPV6,
+      family: FAMILIES[p.family],
       source: this.resolver.resolve(p.src),
       destination: this.resolver.resolve(p.dst),
       icmp,

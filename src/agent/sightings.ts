@@ -4,6 +4,22 @@ import { FLAG_BITS } from './probe/event-layout.js';
 
 /** Packets whose IP header failed validation carry no trustworthy identity: never merged. */
 const UNVALIDATED = FLAG_BITS['bad-version'] | FLAG_BITS['bad-ihl'] | FLAG_BITS['bad-length'] | FLAG_BITS['exthdr-limit'];
+/** Packets whose ICMP header was not read: their type, code, echo id/seq are zeros, not values. */
+const NO_ICMP_HEADER = FLAG_BITS.fragment | FLAG_BITS.nonlinear | FLAG_BITS.truncated | FLAG_BITS['vlan-unsupported'];
+
+const isEcho = (p: CapturedPacket) => (p.family === 4 ? p.type === 0 || p.type === 8 : p.type === 128 || p.type === 129);
+
+/**
+ * Whether the merge key tells this packet apart from the next one between the same pair: an IP
+ * id (IPv4, or an IPv6 fragment header), an echo id/seq, or the header an error quotes. Without one
+ * (an undecoded IPv6 packet, neighbour discovery) two packets of one length would look like one.
+ */
+function identifiable(p: CapturedPacket): boolean {
+  if (p.family === 0) return false;
+  if (p.ipId !== 0) return true;
+  if (p.flags & NO_ICMP_HEADER) return false;
+  return isEcho(p) || p.quoted !== null;
+}
 
 export type ObservationPointName = 'destination' | 'host' | 'forwarded' | 'unknown';
 
@@ -38,7 +54,8 @@ export interface SightingsOptions {
 
 /**
  * A packet is seen once per network namespace it enters (node, then pod). Sightings of one
- * packet share its identity (addresses, IP id, ICMP header, fragment, length; not the TTL).
+ * packet share its identity (addresses, IP id, ICMP header and quote, fragment, length; not the
+ * TTL); packets whose identity cannot tell them from the next one are reported unmerged.
  * A sighting at the destination is reported at once; one on the way is held `holdMs` in case the
  * destination's sighting follows, which then replaces it. Sightings within `rememberMs` of the
  * first only count.
@@ -70,11 +87,13 @@ export class SightingMerger {
 
   add(p: CapturedPacket): void {
     const point = this.classify(p);
-    if (p.flags & UNVALIDATED) {
+    if (p.flags & UNVALIDATED || !identifiable(p)) {
       this.opts.report({ packet: p, point, sightings: 1 });
       return;
     }
-    const key = `${p.family}|${p.src}|${p.dst}|${p.ipId}|${p.type}|${p.code}|${p.echoId}|${p.echoSeq}|${p.fragOff}|${p.totLen}`;
+    const q = p.quoted;
+    const quote = q ? `${q.protocol}|${q.src}|${q.dst}|${q.sport}|${q.dport}` : '';
+    const key = `${p.family}|${p.src}|${p.dst}|${p.ipId}|${p.type}|${p.code}|${p.echoId}|${p.echoSeq}|${p.fragOff}|${p.totLen}|${quote}`;
     const done = this.recent.get(key);
     if (done) {
       done.sightings++;

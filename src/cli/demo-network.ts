@@ -20,11 +20,34 @@ process.once('exit', () => {
   for (const net of live) net.destroySync();
 });
 
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * A signal nobody else handles kills the process without an 'exit' event: remove the namespaces,
+ * then die of the signal as before. A process that handles the signal itself exits on its own
+ * terms, and the 'exit' handler above runs then. Installed only while namespaces exist.
+ */
+function onSignal(signal: NodeJS.Signals): void {
+  if (process.listenerCount(signal) > 1) return;
+  for (const net of live) net.destroySync();
+  for (const s of SIGNALS) process.off(s, onSignal);
+  process.kill(process.pid, signal);
+}
+
+function track(net: DemoNetwork, alive: boolean): void {
+  const before = live.size;
+  if (alive) live.add(net);
+  else live.delete(net);
+  if (before === 0 && live.size > 0) for (const s of SIGNALS) process.on(s, onSignal);
+  if (before > 0 && live.size === 0) for (const s of SIGNALS) process.off(s, onSignal);
+}
+
 /**
  * Demo "pods" in network namespaces behind a "node" namespace, as a CNI would build them:
  * `routed` gives each pod a /24 and the node routes between them (two sightings per packet:
  * node, then pod); `bridged` puts all pods in one /24 on a bridge in the node namespace.
- * Names are unique per process and run; everything is deleted by destroy(), also at exit.
+ * Names are unique per process and run; everything is deleted by destroy(), also at exit and
+ * when a signal ends the process.
  */
 export class DemoNetwork {
   readonly node: string;
@@ -41,7 +64,7 @@ export class DemoNetwork {
   static async create(topology: Topology, podCount = 2): Promise<DemoNetwork> {
     const id = `${process.pid.toString(36)}${(instances++).toString(36)}${Math.random().toString(36).slice(2, 5)}`;
     const net = new DemoNetwork(topology, `iw${id}`, 100 + ((process.pid + instances * 7) % 100));
-    live.add(net);
+    track(net, true);
     try {
       await net.build(podCount);
     } catch (err) {
@@ -124,7 +147,7 @@ export class DemoNetwork {
   }
 
   async destroy(): Promise<void> {
-    live.delete(this);
+    track(this, false);
     for (const ns of this.names()) await run('ip', ['netns', 'del', ns]).catch(() => undefined);
   }
 

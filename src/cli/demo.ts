@@ -30,11 +30,26 @@ export async function run(argv: string[]): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'icmpwatch-demo-'));
   say('creating demo pods a and b (network namespaces) behind a routed node namespace');
   const net = await DemoNetwork.create('routed');
-  const stopOnSignal = () => void net.destroy().then(() => process.exit(130));
-  process.once('SIGINT', stopOnSignal);
   let agent: Agent | null = null;
   let collector: Collector | null = null;
   let observer: ReturnType<typeof spawn> | null = null;
+  let cleanup: Promise<void> | null = null;
+  /** Once, whether the demo ends or a signal stops it midway. */
+  const cleanUp = () =>
+    (cleanup ??= (async () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      observer?.kill('SIGINT');
+      await agent?.stop();
+      await collector?.stop();
+      await net.destroy();
+      rmSync(dir, { recursive: true, force: true });
+      say('demo namespaces removed');
+    })());
+  // Ctrl-C or `kill`: the same cleanup, then the conventional 128 + signal number.
+  const onSignal = (signal: NodeJS.Signals) => void cleanUp().then(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     const a = net.pod('a');
     const b = net.pod('b');
@@ -99,13 +114,7 @@ export async function run(argv: string[]): Promise<number> {
     await net.ping('a', 'b', 4, ['-c', '1', '-t', '1', '-W', '1']).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 800));
   } finally {
-    observer?.kill('SIGINT');
-    await agent?.stop();
-    await collector?.stop();
-    await net.destroy();
-    rmSync(dir, { recursive: true, force: true });
-    process.off('SIGINT', stopOnSignal);
-    say('demo namespaces removed');
+    await cleanUp();
   }
   return 0;
 }

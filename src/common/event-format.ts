@@ -19,10 +19,20 @@ export function familyOf(ev: icmpwatch.v1.IEvent): IpFamily | null {
   return ev.family === v1.Family.FAMILY_IPV4 ? 'ipv4' : ev.family === v1.Family.FAMILY_IPV6 ? 'ipv6' : null;
 }
 
-/** RFC 3339 in UTC with nanoseconds, or with milliseconds when `millis`. */
+/** The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z. */
+const MIN_SECONDS = -62_135_596_800;
+const MAX_SECONDS = 253_402_300_799;
+
+/**
+ * RFC 3339 in UTC with nanoseconds, or with milliseconds when `millis`. A timestamp outside the
+ * protobuf range (any agent can send one) is printed as its raw fields, never thrown on.
+ */
 export function formatTimestamp(ts: google.protobuf.ITimestamp | null | undefined, millis = false): string {
   const seconds = Number(ts?.seconds ?? 0);
   const nanos = ts?.nanos ?? 0;
+  if (!(seconds >= MIN_SECONDS && seconds <= MAX_SECONDS && Number.isInteger(nanos) && nanos >= 0 && nanos < 1e9)) {
+    return `invalid-time(seconds=${seconds},nanos=${nanos})`;
+  }
   const base = new Date(seconds * 1000).toISOString().slice(0, 19);
   const fraction = String(nanos).padStart(9, '0');
   return `${base}.${millis ? fraction.slice(0, 3) : fraction}Z`;
@@ -49,7 +59,7 @@ function endpointToJson(ep: icmpwatch.v1.IEndpoint | null | undefined): Record<s
   if (!ep) return out;
   if (ep.namespace) out.namespace = ep.namespace;
   if (ep.pod) out.pod = ep.pod;
-  if (ep.podUid) out.pod_uid = ep.podUid;
+  if (ep.podUid) out.podUid = ep.podUid;
   if (ep.labels && Object.keys(ep.labels).length > 0) out.labels = { ...ep.labels };
   if (ep.workload?.name) out.workload = { kind: ep.workload.kind ?? '', name: ep.workload.name };
   if (ep.node) out.node = ep.node;
@@ -61,13 +71,13 @@ function endpointToJson(ep: icmpwatch.v1.IEndpoint | null | undefined): Record<s
 
 function quotedToJson(q: icmpwatch.v1.IQuotedPacket): Record<string, Json> {
   const out: Record<string, Json> = { source: q.source ?? '', destination: q.destination ?? '', protocol: q.protocol ?? 0 };
-  if (q.sourcePort) out.source_port = q.sourcePort;
-  if (q.destinationPort) out.destination_port = q.destinationPort;
-  if (q.echoId || q.echoSeq) Object.assign(out, { echo_id: q.echoId ?? 0, echo_seq: q.echoSeq ?? 0 });
+  if (q.sourcePort) out.sourcePort = q.sourcePort;
+  if (q.destinationPort) out.destinationPort = q.destinationPort;
+  if (q.echoId || q.echoSeq) Object.assign(out, { echoId: q.echoId ?? 0, echoSeq: q.echoSeq ?? 0 });
   return out;
 }
 
-/** The JSON object of one event (field names fixed by the capture issue); unset fields omitted. */
+/** The JSON object of one event: proto3 JSON names (lowerCamelCase), as the capture issue fixes them; unset fields omitted. */
 export function eventToJson(ev: icmpwatch.v1.IEvent): Record<string, Json> {
   const family = familyOf(ev);
   const out: Record<string, Json> = {
@@ -88,8 +98,8 @@ export function eventToJson(ev: icmpwatch.v1.IEvent): Record<string, Json> {
   }
   if (ev.ttl) out.ttl = ev.ttl;
   if (ev.length) out.length = ev.length;
-  if (ev.ipId) out.ip_id = ev.ipId;
-  if (ev.fragmentOffset) out.fragment_offset = ev.fragmentOffset;
+  if (ev.ipId) out.ipId = ev.ipId;
+  if (ev.fragmentOffset) out.fragmentOffset = ev.fragmentOffset;
   const obs = ev.observation;
   if (obs) {
     const o: Record<string, Json> = {

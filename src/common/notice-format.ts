@@ -1,5 +1,5 @@
 // How `observe` prints what is not an event: lost-events and node-status notices, each line marked
-// (LOST, NODE) in text and keyed (lost_events, node_status) in JSON so they never pass for events.
+// (LOST, NODE) in text and keyed (lostEvents, nodeStatus: proto3 JSON names) in JSON so they never pass for events.
 import { enumLabel as label, formatTimestamp, hookLabel } from './event-format.js';
 import { icmpwatch } from './proto.js';
 
@@ -10,7 +10,8 @@ type Response = icmpwatch.v1.ISubscribeResponse;
 export function lostEventsToText(r: Response): string {
   const l = r.lostEvents ?? {};
   const where = label(v1.LostEventsSource, 'LOST_EVENTS_SOURCE_', l.source);
-  return `LOST ${formatTimestamp(r.time, true)} ${r.nodeName || '*'} ${Number(l.count ?? 0)} events lost in ${where} between ${formatTimestamp(l.first, true)} and ${formatTimestamp(l.last, true)}`;
+  const count = Number(l.count ?? 0) || 'an unknown number of'; // 0: not known (history-expired)
+  return `LOST ${formatTimestamp(r.time, true)} ${r.nodeName || '*'} ${count} events lost in ${where} between ${formatTimestamp(l.first, true)} and ${formatTimestamp(l.last, true)}`;
 }
 
 export function nodeStatusToText(r: Response): string {
@@ -25,7 +26,7 @@ export function noticeToJson(r: Response): Record<string, unknown> {
     const l = r.lostEvents;
     return {
       ...base,
-      lost_events: {
+      lostEvents: {
         source: label(v1.LostEventsSource, 'LOST_EVENTS_SOURCE_', l.source),
         count: Number(l.count ?? 0),
         first: formatTimestamp(l.first),
@@ -36,6 +37,6 @@ export function noticeToJson(r: Response): Record<string, unknown> {
   const n = r.nodeStatus ?? {};
   return {
     ...base,
-    node_status: { state: label(v1.NodeState, 'NODE_STATE_', n.state), hook: hookLabel(n.hook), symbol: n.symbol ?? '' },
+    nodeStatus: { state: label(v1.NodeState, 'NODE_STATE_', n.state), hook: hookLabel(n.hook), symbol: n.symbol ?? '' },
   };
 }

@@ -59,14 +59,33 @@ export function ipv4(o: Ipv4Options, payload: Buffer): Buffer {
   return bytes(header, payload);
 }
 
-/** IPv6 with extension headers given as [nextHeaderValue, bodyAfterTheTwoFixedBytes]. */
-export function ipv6(src: string, dst: string, chain: { type: number; body: Buffer }[], upperType: number, payload: Buffer): Buffer {
+export interface ExtensionHeader {
+  type: number;
+  /** The header's bytes after its next-header and length bytes. */
+  body: Buffer;
+}
+
+/** A routing header (43) of `segments` addresses: 8 + 16 * segments bytes. */
+export const routingHeader = (segments: number): ExtensionHeader => ({
+  type: 43,
+  body: bytes([4, 0, 0, 0, 0, 0], Buffer.alloc(16 * segments)), // routing type 4, segments left 0
+});
+
+/** An authentication header (51) with `icvBytes` of ICV: its length counts 4-byte words. */
+export const authHeader = (icvBytes: number): ExtensionHeader => ({
+  type: 51,
+  body: bytes([0, 0], [0, 0, 0x10, 0x01], [0, 0, 0, 1], Buffer.alloc(icvBytes)), // reserved, SPI, sequence
+});
+
+/** IPv6 with extension headers in order, then `upperType`'s payload. */
+export function ipv6(src: string, dst: string, chain: ExtensionHeader[], upperType: number, payload: Buffer): Buffer {
   const exts: Buffer[] = [];
   for (let i = 0; i < chain.length; i++) {
     const next = i + 1 < chain.length ? chain[i + 1]!.type : upperType;
     const e = chain[i]!;
     if (e.type === 44) exts.push(bytes([next, 0], e.body)); // fragment header: fixed 8 bytes
-    else exts.push(bytes([next, (e.body.length + 2) / 8 - 1], e.body));
+    else if (e.type === 51) exts.push(bytes([next, (e.body.length + 2) / 4 - 2], e.body)); // AH: (len + 2) * 4
+    else exts.push(bytes([next, (e.body.length + 2) / 8 - 1], e.body)); // (len + 1) * 8
   }
   const ext = Buffer.concat(exts);
   const header = Buffer.alloc(40);

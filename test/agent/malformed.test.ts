@@ -6,10 +6,10 @@ import { spawn } from 'node:child_process';
 import { DemoNetwork } from '../../src/cli/demo-network.js';
 import { icmpwatch } from '../../src/common/proto.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
-import { echo, ethernet, icmp, ipv4, ipv6, vlanTag } from './frames.js';
+import { authHeader, echo, ethernet, icmp, ipv4, ipv6, routingHeader, vlanTag } from './frames.js';
 import { startAgent, type RunningAgent } from './harness.js';
 
-const { Flag } = icmpwatch.v1;
+const { Family, Flag } = icmpwatch.v1;
 const SENDER = fileURLToPath(new URL('./send-frames.py', import.meta.url));
 
 describe('malformed and tricky packets (real kernel, raw frames)', function () {
@@ -58,6 +58,7 @@ describe('malformed and tricky packets (real kernel, raw frames)', function () {
   const v6 = (payload: Buffer) => ethernet(dstMac, srcMac, 0x86dd, payload);
   const inNode = (e: icmpwatch.v1.IEvent) => Number(e.observation?.netns) === nodeNetns;
   const hasFlag = (f: icmpwatch.v1.Flag) => (e: icmpwatch.v1.IEvent) => inNode(e) && (e.flags ?? []).includes(f);
+  const ofFamily = (family: icmpwatch.v1.Family, f: icmpwatch.v1.Flag) => (e: icmpwatch.v1.IEvent) => hasFlag(f)(e) && e.family === family;
 
   /** Sends one frame and returns the single event it produced. */
   async function one(frame: Buffer, match: (e: icmpwatch.v1.IEvent) => boolean): Promise<icmpwatch.v1.IEvent> {
@@ -122,6 +123,84 @@ describe('malformed and tricky packets (real kernel, raw frames)', function () {
     expect(ev.icmp).to.include({ type: 8, id: 1007, seq: 9 });
   });
 
+  it('decodes through a single 802.1ad (0x88a8) tag', async () => {
+    const frame = ethernet(dstMac, srcMac, 0x88a8, vlanTag(200, 0x0800, ipv4({ src: srcIp, dst: dstIp, id: 508 }, echo(8, 1010, 4))));
+    const ev = await one(frame, (e) => inNode(e) && e.ipId === 508);
+    expect(ev.flags).to.deep.equal([Flag.FLAG_VLAN]);
+    expect(ev.icmp).to.include({ type: 8, id: 1010, seq: 4 });
+  });
+
+  it('reports stacked VLAN tags (QinQ) flagged, counted and not decoded', async () => {
+    const before = run.agent.probe.readCounters().malformed;
+    const qinq = (inner: number, packet: Buffer) => ethernet(dstMac, srcMac, 0x88a8, vlanTag(300, 0x8100, vlanTag(100, inner, packet)));
+    const v4ev = await one(qinq(0x0800, ipv4({ src: srcIp, dst: dstIp, id: 509 }, echo(8, 1011, 5))), ofFamily(Family.FAMILY_IPV4, Flag.FLAG_VLAN_UNSUPPORTED));
+    expect(v4ev.flags).to.deep.equal([Flag.FLAG_VLAN_UNSUPPORTED]);
+    expect(v4ev.icmp ?? null).to.equal(null);
+    const v6ev = await one(qinq(0x86dd, ipv6(src6, dst6, [], 58, echo(128, 1012, 6))), ofFamily(Family.FAMILY_IPV6, Flag.FLAG_VLAN_UNSUPPORTED));
+    expect(v6ev.flags).to.deep.equal([Flag.FLAG_VLAN_UNSUPPORTED]);
+    expect(v6ev.icmp ?? null).to.equal(null);
+    expect(run.agent.probe.readCounters().malformed - before).to.be.at.least(2);
+  });
+
+  it('flags IP packets too short for their header instead of dropping them', async () => {
+    const v4ev = await one(v4(ipv4({ src: srcIp, dst: dstIp, id: 510 }, Buffer.alloc(0)).subarray(0, 16)), ofFamily(Family.FAMILY_IPV4, Flag.FLAG_TRUNCATED));
+    expect(v4ev.flags).to.deep.equal([Flag.FLAG_TRUNCATED]);
+    expect(v4ev.icmp ?? null).to.equal(null);
+    const v6ev = await one(v6(ipv6(src6, dst6, [], 58, Buffer.alloc(0)).subarray(0, 32)), ofFamily(Family.FAMILY_IPV6, Flag.FLAG_TRUNCATED));
+    expect(v6ev.flags).to.deep.equal([Flag.FLAG_TRUNCATED]);
+    expect(v6ev.icmp ?? null).to.equal(null);
+  });
+
+  it('flags an IPv6 version that disagrees with the ethertype', async () => {
+    const packet = ipv6(src6, dst6, [], 58, echo(128, 1013, 1));
+    packet[0] = 0x40;
+    const ev = await one(v6(packet), ofFamily(Family.FAMILY_IPV6, Flag.FLAG_BAD_VERSION));
+    expect(ev.flags).to.deep.equal([Flag.FLAG_BAD_VERSION]);
+    expect(ev.icmp ?? null).to.equal(null);
+  });
+
+  it('flags an IPv6 payload length past the packet', async () => {
+    const packet = ipv6(src6, dst6, [], 58, echo(128, 1014, 1));
+    packet.writeUInt16BE(1000, 4);
+    const ev = await one(v6(packet), ofFamily(Family.FAMILY_IPV6, Flag.FLAG_BAD_LENGTH));
+    expect(ev.flags).to.deep.equal([Flag.FLAG_BAD_LENGTH]);
+    expect(ev.icmp ?? null).to.equal(null);
+  });
+
+  it('flags ICMPv6 shorter than 4 bytes, and an echo shorter than 8', async () => {
+    const fromA = (e: icmpwatch.v1.IEvent) => hasFlag(Flag.FLAG_TRUNCATED)(e) && e.source?.ip === src6;
+    const short = await one(v6(ipv6(src6, dst6, [], 58, Buffer.from([128, 0]))), (e) => fromA(e) && e.length === 42);
+    expect(short.flags).to.deep.equal([Flag.FLAG_TRUNCATED]);
+    expect(short.icmp ?? null).to.equal(null);
+    const echoShort = await one(v6(ipv6(src6, dst6, [], 58, Buffer.from([128, 0, 0, 0, 1, 2]))), (e) => fromA(e) && e.length === 46);
+    expect(echoShort.flags).to.deep.equal([Flag.FLAG_TRUNCATED]);
+    expect(echoShort.icmp ?? null).to.equal(null);
+  });
+
+  it('flags an IPv6 extension header chain that runs past the packet', async () => {
+    const packet = ipv6(src6, dst6, [], 60, Buffer.from([58, 0, 1, 4])); // a destination-options header cut at 4 bytes
+    const ev = await one(v6(packet), (e) => hasFlag(Flag.FLAG_TRUNCATED)(e) && e.source?.ip === src6 && e.length === 44);
+    expect(ev.flags).to.deep.equal([Flag.FLAG_TRUNCATED]);
+    expect(ev.icmp ?? null).to.equal(null);
+  });
+
+  it('walks ROUTING and AH extension headers (AH counts 4-byte words) to the ICMPv6 header', async () => {
+    const ev = await one(v6(ipv6(src6, dst6, [routingHeader(1), authHeader(4)], 58, echo(128, 1015, 12))), (e) => inNode(e) && e.icmp?.id === 1015);
+    expect(ev.icmp).to.include({ type: 128, id: 1015, seq: 12 });
+    expect(ev.flags).to.deep.equal([]);
+    const ahFirst = await one(v6(ipv6(src6, dst6, [authHeader(4), routingHeader(1)], 58, echo(128, 1016, 13))), (e) => inNode(e) && e.icmp?.id === 1016);
+    expect(ahFirst.icmp).to.include({ type: 128, id: 1016, seq: 13 });
+  });
+
+  it('decodes the first IPv6 fragment and says more fragments follow', async () => {
+    const frag = Buffer.from([0x00, 0x01, 0, 0, 0x56, 0x78]); // offset 0, M flag, id 0x5678
+    const ev = await one(v6(ipv6(src6, dst6, [{ type: 44, body: frag }], 58, echo(128, 1017, 14))), (e) => inNode(e) && e.icmp?.id === 1017);
+    expect(ev.flags).to.deep.equal([Flag.FLAG_MORE_FRAGMENTS]);
+    expect(ev.icmp).to.include({ type: 128, id: 1017, seq: 14 });
+    expect(ev.ipId).to.equal(0x5678);
+    expect(ev.fragmentOffset ?? 0).to.equal(0);
+  });
+
   it('walks IPv6 extension headers to the ICMPv6 header', async () => {
     const pad6 = Buffer.from([1, 4, 0, 0, 0, 0]); // PadN option: 6 bytes after next/len
     const ev = await one(
@@ -156,17 +235,27 @@ describe('malformed and tricky packets (real kernel, raw frames)', function () {
   it('never decodes headers outside the linear area (the stale-read trap)', async () => {
     for (const ns of [net.pod('a').netns, net.pod('b').netns]) await net.exec(ns, ['ip', 'link', 'set', 'eth0', 'mtu', '65000']);
     for (const dev of ['va', 'vb']) await net.exec(net.node, ['ip', 'link', 'set', dev, 'mtu', '65000']);
-    await net.ping('a', 'b', 4, ['-c', '3', '-i', '0.1', '-s', '30000']);
+    const id = 0x2b04; // ping -e: a known echo id, so a stale read (another id or type) cannot pass
+    await net.ping('a', 'b', 4, ['-c', '3', '-i', '0.1', '-s', '30000', '-e', String(id)]);
     const a = net.pod('a').ipv4;
     const b = net.pod('b').ipv4;
     const flow = (e: icmpwatch.v1.IEvent) => e.source?.ip === a && e.destination?.ip === b;
-    const seen = await run.waitFor(flow, 3);
+    const nonlinear = (e: icmpwatch.v1.IEvent) => (e.flags ?? []).includes(Flag.FLAG_NONLINEAR);
+    await run.waitFor((e) => flow(e) && nonlinear(e));
+    await run.waitFor(flow, 3);
     await new Promise((r) => setTimeout(r, 200));
-    for (const ev of run.recent().filter(flow)) {
-      if ((ev.flags ?? []).includes(Flag.FLAG_NONLINEAR)) expect(ev.icmp ?? null).to.equal(null);
-      else expect(ev.icmp).to.include({ type: 8 });
+    const events = run.recent().filter(flow);
+    expect(events.filter(nonlinear)).to.not.have.length(0);
+    const seqs: number[] = [];
+    for (const ev of events) {
+      if (nonlinear(ev)) {
+        expect(ev.icmp ?? null).to.equal(null);
+        continue;
+      }
+      expect(ev.icmp).to.include({ type: 8, code: 0, id });
+      seqs.push(ev.icmp!.seq!);
     }
-    expect(seen.length).to.be.at.least(3);
-    expect(run.agent.probe.readCounters().nonlinear).to.be.greaterThan(0);
+    for (const seq of seqs) expect([1, 2, 3]).to.include(seq);
+    expect(new Set(seqs).size).to.equal(seqs.length);
   });
 });

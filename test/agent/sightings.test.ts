@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { SightingMerger, type ReportedPacket } from '../../src/agent/sightings.js';
 import type { CapturedPacket } from '../../src/agent/probe/decoder.js';
+import { FLAG_BITS } from '../../src/agent/probe/event-layout.js';
 import { DemoNetwork } from '../../src/cli/demo-network.js';
 import { icmpwatch } from '../../src/common/proto.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
@@ -70,6 +71,38 @@ describe('sighting merger', () => {
     merger.add(bad);
     merger.add({ ...bad });
     expect(reports).to.have.length(4);
+  });
+
+  it('never merges packets whose key cannot tell them apart: undecoded with no IP id', () => {
+    // NONLINEAR / TRUNCATED / QinQ: no ICMP header read; IPv6 without a fragment header: no IP id.
+    const blank = { ipId: 0, type: 0, code: 0, echoId: 0, echoSeq: 0 };
+    for (const flags of [FLAG_BITS.nonlinear, FLAG_BITS.truncated, FLAG_BITS['vlan-unsupported']]) {
+      merger.add(packet(POD_B, 0, { ...blank, flags, family: 6, src: 'fd00::1', dst: 'fd00::2', totLen: 30048 }));
+      merger.add(packet(POD_B, 0, { ...blank, flags, family: 6, src: 'fd00::1', dst: 'fd00::2', totLen: 30048 }));
+    }
+    merger.add(packet(POD_B, 0, { ...blank, flags: FLAG_BITS.nonlinear, family: 0, src: '', dst: '' }));
+    merger.add(packet(POD_B, 0, { ...blank, flags: FLAG_BITS.nonlinear, family: 0, src: '', dst: '' }));
+    // Decoded but without an id either: IPv6 neighbour solicitations of one length.
+    merger.add(packet(POD_B, 0, { ...blank, type: 135, family: 6, src: 'fd00::1', dst: 'fd00::2', totLen: 72 }));
+    merger.add(packet(POD_B, 0, { ...blank, type: 135, family: 6, src: 'fd00::1', dst: 'fd00::2', totLen: 72 }));
+    expect(reports).to.have.length(10);
+    expect(reports.every((r) => r.sightings === 1)).to.equal(true);
+    expect(merger.merged).to.equal(0);
+  });
+
+  it('still merges sightings of one packet that an IP id, an echo or a quote identifies', () => {
+    const undecodedV4 = packet(NODE, 0, { ipId: 4711, flags: FLAG_BITS.nonlinear, type: 0, echoId: 0, echoSeq: 0 });
+    merger.add(undecodedV4);
+    merger.add({ ...undecodedV4, netns: POD_B });
+    const echoV6 = packet(NODE, 3, { ipId: 0, family: 6, type: 128, src: 'fd00::1', dst: '10.0.2.2' });
+    merger.add(echoV6);
+    merger.add({ ...echoV6, netns: POD_B });
+    const quote = { family: 6 as const, protocol: 17, src: '10.0.2.2', dst: 'fd00::1', sport: 40404, dport: 33434 };
+    const error = packet(NODE, 0, { ipId: 0, family: 6, type: 1, code: 4, echoId: 0, echoSeq: 0, src: 'fd00::1', dst: '10.0.2.2', quoted: quote });
+    merger.add(error);
+    merger.add({ ...error, netns: POD_B });
+    merger.add({ ...error, netns: POD_B, quoted: { ...quote, sport: 40405 } }); // another datagram's error
+    expect(reports.map((r) => r.sightings)).to.deep.equal([2, 2, 2, 1]);
   });
 
   it('reports without merging once its bound is reached, and counts that', () => {

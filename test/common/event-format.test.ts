@@ -59,6 +59,16 @@ describe('common: event format', () => {
     );
   });
 
+  it('prints a time outside the protobuf Timestamp range as its raw fields instead of throwing', () => {
+    // Any agent can send such a time, and the collector passes it on to every `observe`.
+    const far = { ...ping, time: { seconds: 1e15, nanos: 0 } };
+    expect(eventToText(far)).to.match(/^invalid-time\(seconds=1000000000000000,nanos=0\) node-a /);
+    expect(eventToJson({ ...ping, time: { seconds: 0, nanos: -1 } }).time).to.equal('invalid-time(seconds=0,nanos=-1)');
+    expect(eventToJson({ ...ping, time: { seconds: 253_402_300_799, nanos: 999_999_999 } }).time).to.equal('9999-12-31T23:59:59.999999999Z');
+    expect(eventToJson({ ...ping, time: { seconds: 253_402_300_800, nanos: 0 } }).time).to.match(/^invalid-time/);
+    expect(eventToJson({ ...ping, time: { seconds: -62_135_596_800, nanos: 0 } }).time).to.equal('0001-01-01T00:00:00.000000000Z');
+  });
+
   it('gives the JSON fields of the capture issue, with nanoseconds', () => {
     expect(eventToJson(ping)).to.deep.equal({
       time: '2026-11-25T05:55:01.123456789Z',
@@ -76,6 +86,39 @@ describe('common: event format', () => {
     const v6 = eventToJson({ ...ping, family: Family.FAMILY_IPV6, icmp: { type: 1, code: 4 } });
     expect([v6.family, v6.icmp]).to.deep.equal(['ipv6', { type: 1, code: 4, name: 'port-unreachable' }]);
   });
+
+  it('writes every key by its proto3 JSON name (lowerCamelCase), the names the Event message defines', () => {
+    const full: icmpwatch.v1.IEvent = {
+      ...ping,
+      source: { ...ping.source, podUid: 'uid-a', labels: { 'app.kubernetes.io/name': 'a' }, workload: { kind: 'Deployment', name: 'a' }, node: 'node-a' },
+      icmp: { type: 3, code: 3, name: 'port-unreachable', quoted: { source: '10.2.0.2', destination: '10.1.0.2', protocol: 17, sourcePort: 40000, destinationPort: 33434 } },
+      ipId: 4321,
+      fragmentOffset: 1480,
+      flags: [Flag.FLAG_MORE_FRAGMENTS],
+      summary: { packets: 3, first: ping.time, last: ping.time },
+    };
+    const json = eventToJson(full);
+    expect(json).to.deep.include({ ipId: 4321, fragmentOffset: 1480 });
+    expect(json.source).to.deep.include({ podUid: 'uid-a' });
+    expect((json.icmp as Record<string, unknown>).quoted).to.deep.equal({
+      source: '10.2.0.2', destination: '10.1.0.2', protocol: 17, sourcePort: 40000, destinationPort: 33434,
+    });
+    const echoQuoted: icmpwatch.v1.IEvent = { ...full, icmp: { type: 3, code: 3, name: 'port-unreachable', quoted: { source: 'a', destination: 'b', protocol: 1, echoId: 9, echoSeq: 2 } } };
+    expect((eventToJson(echoQuoted).icmp as Record<string, unknown>).quoted).to.deep.include({ echoId: 9, echoSeq: 2 });
+    // Every key path of the JSON is a path of the message itself under its proto3 JSON names
+    // (protobufjs names fields lowerCamelCase); label keys are data, timestamps print as strings.
+    const paths = (o: unknown, at: string): string[] =>
+      typeof o !== 'object' || o === null || Array.isArray(o) || at.endsWith('.labels')
+        ? []
+        : Object.entries(o).flatMap(([k, v]) => [`${at}.${k}`, ...paths(v, `${at}.${k}`)]);
+    for (const ev of [full, echoQuoted]) {
+      const fields = new Set(paths(icmpwatch.v1.Event.toObject(icmpwatch.v1.Event.fromObject(ev)), ''));
+      for (const path of paths(eventToJson(ev), '')) {
+        expect(path).to.match(/^(\.[a-z][a-zA-Z0-9]*)+$/);
+        expect(fields.has(path), path).to.equal(true);
+      }
+    }
+  });
 });
 
 describe('common: events without a decoded ICMP header', () => {
@@ -91,7 +134,7 @@ describe('common: events without a decoded ICMP header', () => {
     const json = eventToJson(fragment);
     expect(json).to.not.have.property('icmp');
     expect(json.flags).to.deep.equal(['fragment']);
-    expect(json.fragment_offset).to.equal(1480);
+    expect(json.fragmentOffset).to.equal(1480);
     expect(json.observation).to.deep.include({ symbol: 'netif_receive_skb' });
     const text = eventToText(fragment);
     expect(text).to.contain(' fragment 10.1.0.2 (demo/pod-a) -> 10.2.0.2 (demo/pod-b) ').and.contain('frag=1480');

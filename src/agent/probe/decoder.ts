@@ -11,7 +11,10 @@ export interface QuotedHeader {
   dport: number;
 }
 
-/** One record of the ring, decoded; fields the kernel side could not validate are 0. */
+/**
+ * One record of the ring, decoded; fields the kernel side could not validate are 0. Family 0:
+ * the frame could not be read as far as its IP header (addresses are then empty).
+ */
 export interface CapturedPacket {
   monoNs: number;
   ifindex: number;
@@ -24,7 +27,7 @@ export interface CapturedPacket {
   fragOff: number;
   echoId: number;
   echoSeq: number;
-  family: 4 | 6;
+  family: 0 | 4 | 6;
   hook: HookName;
   type: number;
   code: number;
@@ -68,7 +71,7 @@ export function formatIpv6(b: Uint8Array, at: number): string {
   return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
 }
 
-const formatAddr = (family: number, b: Uint8Array, at: number) => (family === 4 ? formatIpv4(b, at) : formatIpv6(b, at));
+const formatAddr = (family: 4 | 6, b: Uint8Array, at: number) => (family === 4 ? formatIpv4(b, at) : formatIpv6(b, at));
 
 export function flagNames(flags: number): FlagName[] {
   const out: FlagName[] = [];
@@ -78,7 +81,8 @@ export function flagNames(flags: number): FlagName[] {
 
 /** Decodes the record at `off` of `bytes` (little-endian, as the kernel wrote it). */
 export function decodeEvent(view: DataView, bytes: Uint8Array, off: number): CapturedPacket {
-  const family = view.getUint8(off + F.family.offset) === 6 ? 6 : 4;
+  const familyByte = view.getUint8(off + F.family.offset);
+  const family = familyByte === 4 || familyByte === 6 ? familyByte : 0;
   const innerFamily = view.getUint8(off + F.inner_family.offset);
   return {
     monoNs: view.getUint32(off + F.mono_ns.offset + 4, true) * 4294967296 + view.getUint32(off + F.mono_ns.offset, true),
@@ -98,8 +102,8 @@ export function decodeEvent(view: DataView, bytes: Uint8Array, off: number): Cap
     code: view.getUint8(off + F.code.offset),
     ttl: view.getUint8(off + F.ttl.offset),
     pktType: view.getUint8(off + F.pkt_type.offset),
-    src: formatAddr(family, bytes, off + F.saddr.offset),
-    dst: formatAddr(family, bytes, off + F.daddr.offset),
+    src: family ? formatAddr(family, bytes, off + F.saddr.offset) : '',
+    dst: family ? formatAddr(family, bytes, off + F.daddr.offset) : '',
     quoted:
       innerFamily === 4 || innerFamily === 6
         ? {

@@ -45,6 +45,7 @@ export const FLAG_BITS = {
   padded: 1 << 8,
   'exthdr-limit': 1 << 9,
   'inner-truncated': 1 << 10,
+  'vlan-unsupported': 1 << 11,
 } as const;
 
 export type FlagName = keyof typeof FLAG_BITS;

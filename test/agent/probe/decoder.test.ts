@@ -34,4 +34,14 @@ describe('decoder', () => {
     expect(p.quoted).to.equal(null);
     expect(flagNames(p.flags)).to.deep.equal(['vlan', 'padded']);
   });
+
+  it('keeps family 0 (frame not readable as far as its IP header) with empty addresses', () => {
+    const buf = new Uint8Array(EVENT_SIZE);
+    const dv = new DataView(buf.buffer);
+    dv.setUint8(F.hook.offset, 1);
+    dv.setUint32(F.flags.offset, FLAG_BITS.nonlinear | FLAG_BITS['vlan-unsupported'], true);
+    const p = decodeEvent(dv, buf, 0);
+    expect(p).to.include({ family: 0, src: '', dst: '', hook: 'tp_btf' });
+    expect(flagNames(p.flags)).to.deep.equal(['nonlinear', 'vlan-unsupported']);
+  });
 });

@@ -1,11 +1,11 @@
 // The C header is the one definition of the record; this proves the decoder reads its layout.
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AGG_KEY, AGG_VALUE, CONTROL, COUNTERS, EVENT_FIELDS, EVENT_SIZE } from '../../../src/agent/probe/event-layout.js';
+import { AGG_KEY, AGG_VALUE, CONTROL, COUNTERS, EVENT_FIELDS, EVENT_SIZE, FLAG_BITS, HOOK_IDS } from '../../../src/agent/probe/event-layout.js';
 
 const BPF_DIR = fileURLToPath(new URL('../../../bpf/', import.meta.url));
 
@@ -67,5 +67,27 @@ describe('event record layout (bpf/icmpwatch.h vs the TypeScript decoder)', () =
     const c = layoutOf('icmpw_control', [], names.map((n) => `printf("\\"${n}\\":[%d,0],", ${n});`).join('\n') + `printf("\\"MAX\\":[%d,0],", ICMPW_C_MAX);`);
     names.forEach((n, i) => expect(c[n]![0], n).to.equal(i));
     expect(c.MAX![0]).to.equal(COUNTERS.length);
+  });
+
+  /** The enumerators of `enum NAME` as the header spells them, with the values the compiler gives them. */
+  function enumOf(name: string): Record<string, number> {
+    const body = new RegExp(`enum ${name} \\{([^}]*)\\}`).exec(readFileSync(join(BPF_DIR, 'icmpwatch.h'), 'utf8'));
+    expect(body, `enum ${name} in icmpwatch.h`).to.not.equal(null);
+    const names = [...body![1]!.matchAll(/^\s*(ICMPW_\w+)\s*=/gm)].map((m) => m[1]!);
+    const c = layoutOf('icmpw_control', [], names.map((n) => `printf("\\"${n}\\":[%d,0],", (int)${n});`).join('\n'));
+    return Object.fromEntries(names.map((n) => [n, c[n]![0]]));
+  }
+
+  it('names the same flags with the same bits as enum icmpw_flag', () => {
+    const c = enumOf('icmpw_flag');
+    const ts = Object.fromEntries(Object.entries(FLAG_BITS).map(([k, v]) => [`ICMPW_F_${k.toUpperCase().replace(/-/g, '_')}`, v]));
+    expect(c).to.deep.equal(ts);
+    expect(Object.keys(c)).to.include('ICMPW_F_VLAN_UNSUPPORTED');
+  });
+
+  it('numbers the hooks as enum icmpw_hook does', () => {
+    const c = enumOf('icmpw_hook');
+    const ts = Object.fromEntries(Object.entries(HOOK_IDS).map(([k, v]) => [`ICMPW_HOOK_${k.toUpperCase()}`, v]));
+    expect(c).to.deep.equal(ts);
   });
 });
