@@ -1,35 +1,43 @@
 import { z } from 'zod';
 import { parseFlags, UsageError } from '../common/config.js';
 import { MissingBtfError, readKernelFeatures, type KernelFeatures } from '../agent/probe/kernel-features.js';
-import { DEFAULT_OBJECT, LADDER, Probe, ProbeError, type HookAttempt } from '../agent/probe/probe.js';
+import { CHOICE_OF_HOOK, DEFAULT_OBJECT, LADDER, Probe, ProbeError, type HookAttempt, type HookChoice } from '../agent/probe/probe.js';
 import type { HookName } from '../agent/probe/event-layout.js';
 
 export const summary = `icmpwatch probe: report this kernel's BPF features, whether each hook loads and attaches
 here (and why not), the kernel symbols it resolves to, and the hook \`agent --probe auto\` selects.
 
-  -o text|json   output (json: {"selected": "fexit"|"kretprobe"|"tp_btf"|"raw_tp"|null, "kernel": {...}, "hooks": [...]})
+  -o text|json   output (json: {"selected": "fexit"|"kretprobe"|"tracepoint"|null, "kernel": {...},
+                 "hooks": [{"hook", "program": "fexit"|"kretprobe"|"tp_btf"|"raw_tp", "attached", ...}]})
   --btf PATH     BTF file for a kernel without /sys/kernel/btf/vmlinux`;
 
+type ProbeChoice = Exclude<HookChoice, 'auto'>;
+
+/** One program tried: `hook` is its `--probe` choice, `program` which of the choice's programs. */
+export type ProbedHook = Omit<HookAttempt, 'hook'> & { hook: ProbeChoice; program: HookName };
+
 export interface ProbeReport {
-  selected: HookName | null;
+  /** The `--probe` choice `auto` would run on. */
+  selected: ProbeChoice | null;
   kernel: Omit<KernelFeatures, 'btfFunctions'> & { btfFunctions: string[] };
-  hooks: HookAttempt[];
+  hooks: ProbedHook[];
 }
 
 /** Tries every hook on its own (load, attach, detach) in the order `auto` would. */
 export function probeKernel(btfPath: string | null, objectPath = DEFAULT_OBJECT): ProbeReport {
   const kernel = readKernelFeatures(btfPath);
-  const hooks: HookAttempt[] = [];
+  const attempts: HookAttempt[] = [];
   for (const hook of LADDER.auto) {
     try {
       const probe = Probe.open({ hook, objectPath, btfPath, ringBytes: 1 << 16, eventsPerSecond: 0, wakeupBytes: 1 << 14, onLibbpfMessage: () => {} }, kernel);
-      hooks.push(...probe.attempts);
+      attempts.push(...probe.attempts);
       probe.close();
     } catch (err) {
       if (!(err instanceof ProbeError)) throw err;
-      hooks.push(...(err.attempts.length ? err.attempts : [{ hook, attached: false, reason: err.message }]));
+      attempts.push(...(err.attempts.length ? err.attempts : [{ hook, attached: false, reason: err.message }]));
     }
   }
+  const hooks = attempts.map(({ hook, ...rest }): ProbedHook => ({ hook: CHOICE_OF_HOOK[hook], program: hook, ...rest }));
   return {
     selected: hooks.find((h) => h.attached)?.hook ?? null,
     kernel: { ...kernel, btfFunctions: Object.entries(kernel.btfFunctions).filter(([, v]) => v).map(([k]) => k) },
@@ -53,6 +61,8 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(report) + '\n');
   } else {
     const k = report.kernel;
+    const chosen = report.hooks.find((h) => h.attached);
+    const label = (h: ProbedHook) => (h.program === h.hook ? h.hook : `${h.hook} (${h.program})`);
     const sym = (r: (typeof k.symbols)['ip_rcv_core']) => (r.status === 'found' ? r.symbols.join(', ') : `${r.status}: ${r.reason}`);
     process.stdout.write(
       [
@@ -63,9 +73,9 @@ export async function run(argv: string[]): Promise<number> {
         `ip_rcv_core ${sym(k.symbols.ip_rcv_core)}`,
         `ip6_rcv_core ${sym(k.symbols.ip6_rcv_core)}`,
         '',
-        ...report.hooks.map((h) => `${h.hook.padEnd(10)} ${h.attached ? `ok (${(h.symbols ?? []).join(', ')})${h.warnings?.length ? ` ${h.warnings.join('; ')}` : ''}` : `refused: ${h.reason}`}`),
+        ...report.hooks.map((h) => `${label(h).padEnd(21)} ${h.attached ? `ok (${(h.symbols ?? []).join(', ')})${h.warnings?.length ? ` ${h.warnings.join('; ')}` : ''}` : `refused: ${h.reason}`}`),
         '',
-        `selected: ${report.selected ?? 'none'}`,
+        `selected: ${chosen ? label(chosen) : 'none'}`,
       ].join('\n') + '\n',
     );
   }

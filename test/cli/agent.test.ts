@@ -49,9 +49,14 @@ describe('icmpwatch agent (CLI)', function () {
     requirePrerequisite(this, isRoot, 'root (BPF)');
     const r = runCli(['probe', '-o', 'json']);
     expect(r.status, r.stderr).to.equal(0);
-    const report = JSON.parse(r.stdout) as { selected: string; hooks: { hook: string; attached: boolean }[] };
-    expect(report.selected).to.equal('tp_btf'); // this kernel has BTF and tracepoints
-    expect(report.hooks.map((h) => [h.hook, h.attached])).to.deep.equal([['fexit', false], ['kretprobe', false], ['tp_btf', true], ['raw_tp', true]]);
+    const report = JSON.parse(r.stdout) as { selected: string; hooks: { hook: string; program: string; attached: boolean }[] };
+    expect(report.selected).to.equal('tracepoint'); // this kernel has BTF and tracepoints
+    expect(report.hooks.map((h) => [h.hook, h.program, h.attached])).to.deep.equal([
+      ['fexit', 'fexit', false],
+      ['kretprobe', 'kretprobe', false],
+      ['tracepoint', 'tp_btf', true],
+      ['tracepoint', 'raw_tp', true],
+    ]);
   });
 
   describe('running', function () {

@@ -68,8 +68,21 @@ if [ -d "$R/boot" ] && mount -t tmpfs -o mode=755 tmpfs "$R/boot"; then
   done
 fi
 if [ -n "$repo" ]; then
+  # What jobs only read (the repo's node, modules, built code) comes from the host root's view,
+  # which caches (cache=loose): through the uncached repo share every node start re-reads hundreds
+  # of modules over 9p (importing the agent took 34 s instead of 5 s). Read-only in the guest.
+  readonly_dirs=
+  for d in node_modules dist build bin; do
+    if [ -d "$R$repo/$d" ]; then
+      mkdir -p "/readonly/$d" && mount -o bind "$R$repo/$d" "/readonly/$d" || fail "bind $repo/$d"
+      readonly_dirs="$readonly_dirs $d"
+    fi
+  done
   mkdir -p "$R$repo" 2>/dev/null # only matters under the fresh /tmp, /run or /root
   mount -t 9p -o "$p9,cache=mmap" repo "$R$repo" || fail "mount repo at $repo"
+  for d in $readonly_dirs; do
+    mount -o bind "/readonly/$d" "$R$repo/$d" || fail "bind $repo/$d"
+  done
 fi
 
 hostname icmpwatch-vm

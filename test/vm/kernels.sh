@@ -82,7 +82,7 @@ flock 9
 initrd_id=$(cat "$here/kernels.sh" "$here/guest-init.sh" | sha256sum | cut -c1-12)
 
 # ---- helpers ---------------------------------------------------------------------------------
-field() { sed -n "s/^$2: //p" <<<"$1" | head -n1; }
+field() { sed -n "s/^$2: //p" <<<"$1" | sed -n 1p; }
 
 # apt-cache takes ~0.5 s a call: remember the answer until the apt lists change.
 lists_stamp() { stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null | sha256sum | cut -c1-16; }

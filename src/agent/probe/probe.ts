@@ -19,6 +19,14 @@ export const LADDER: Record<HookChoice, HookName[]> = {
   tracepoint: ['tp_btf', 'raw_tp'],
 };
 
+/** The `--probe` choice a hook belongs to: both tracepoint programs are `tracepoint`. */
+export const CHOICE_OF_HOOK: Record<HookName, Exclude<HookChoice, 'auto'>> = {
+  fexit: 'fexit',
+  kretprobe: 'kretprobe',
+  tp_btf: 'tracepoint',
+  raw_tp: 'tracepoint',
+};
+
 /** Every program in bpf/icmpwatch.bpf.c, by hook; only the chosen hook's are loaded. */
 const PROGRAMS: Record<HookName, { v4: string; v6: string | null }> = {
   fexit: { v4: 'fexit_ip_rcv_core', v6: 'fexit_ip6_rcv_core' },
@@ -60,11 +68,17 @@ export function planHook(hook: HookName, k: KernelFeatures): HookPlan | string {
       const usable = (fn: 'ip_rcv_core' | 'ip6_rcv_core') => {
         const r = k.symbols[fn];
         if (!k.btfFunctions[fn]) return `${fn} has no BTF function (renamed or inlined by the compiler)`;
-        if (r.status !== 'found' || !r.symbols.includes(fn)) {
-          return r.status === 'found' ? `${fn} is only in kallsyms as ${r.symbols.join(', ')}` : r.reason;
-        }
+        if (r.status !== 'found') return r.reason;
+        if (!r.symbols.includes(fn)) return `${fn} is only in kallsyms as ${r.symbols.join(', ')}`;
         return null;
       };
+      // fexit attaches to the BTF function alone: traffic through a clone would go unseen, on
+      // either family, so leave such kernels to the kretprobe, which attaches every clone.
+      for (const fn of ['ip_rcv_core', 'ip6_rcv_core'] as const) {
+        const r = k.symbols[fn];
+        const clones = r.status === 'found' && r.symbols.includes(fn) ? r.symbols.filter((s) => s !== fn) : [];
+        if (clones.length) return `${fn} also runs as ${clones.join(', ')}, which fexit cannot attach to (it attaches by BTF name; kretprobe attaches every clone)`;
+      }
       const v4 = usable('ip_rcv_core');
       if (v4) return v4;
       const v6 = usable('ip6_rcv_core');

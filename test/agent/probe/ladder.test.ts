@@ -32,6 +32,17 @@ describe('attach ladder', () => {
     expect(plan).to.deep.include({ symbols: ['ip_rcv_core.isra.20', 'ip6_rcv_core'] });
   });
 
+  it('refuses fexit when a function also has a full clone, and leaves it to the kretprobe on every copy', () => {
+    const k = kernel({
+      symbols: { ip_rcv_core: { status: 'found', symbols: ['ip_rcv_core'] }, ip6_rcv_core: { status: 'found', symbols: ['ip6_rcv_core', 'ip6_rcv_core.constprop.0'] } },
+    });
+    const refusal = planHook('fexit', k);
+    expect(refusal).to.be.a('string').that.contains('ip6_rcv_core also runs as ip6_rcv_core.constprop.0').and.contains('kretprobe attaches every clone');
+    expect(planHook('kretprobe', k)).to.deep.include({ symbols: ['ip_rcv_core', 'ip6_rcv_core', 'ip6_rcv_core.constprop.0'], warnings: [] });
+    const v4Clone = kernel({ symbols: { ip_rcv_core: { status: 'found', symbols: ['ip_rcv_core', 'ip_rcv_core.llvm.123'] }, ip6_rcv_core: { status: 'found', symbols: ['ip6_rcv_core'] } } });
+    expect(planHook('fexit', v4Clone)).to.be.a('string').that.contains('ip_rcv_core also runs as ip_rcv_core.llvm.123');
+  });
+
   it('covers IPv4 alone, with a warning, when the IPv6 function is missing', () => {
     const k = kernel({ symbols: { ip_rcv_core: { status: 'found', symbols: ['ip_rcv_core'] }, ip6_rcv_core: { status: 'absent', reason: 'ip6_rcv_core is not in /proc/kallsyms' } } });
     const plan = planHook('kretprobe', k);

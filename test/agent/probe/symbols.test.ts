@@ -22,6 +22,16 @@ describe('kernel symbol resolution (kallsyms fixtures)', () => {
     });
   });
 
+  it('takes a clang ThinLTO .llvm.N copy (hex suffix) beside the function, but not its .cold part', () => {
+    const k = kallsyms('ffffffff81000100 t ip_rcv_core', 'ffffffff81000200 t ip_rcv_core.llvm.8391537a2f', 'ffffffff81000300 t ip_rcv_core.llvm.8391537a2f.cold');
+    expect(resolveKernelSymbol(k, 'ip_rcv_core')).to.deep.equal({ status: 'found', symbols: ['ip_rcv_core', 'ip_rcv_core.llvm.8391537a2f'] });
+  });
+
+  it('resolves a function that exists only as a .llvm.N copy', () => {
+    const k = kallsyms('ffffffff81000200 t ip6_rcv_core.llvm.17054398627516416377', 'ffffffff81000900 T ipv6_rcv');
+    expect(resolveKernelSymbol(k, 'ip6_rcv_core')).to.deep.equal({ status: 'found', symbols: ['ip6_rcv_core.llvm.17054398627516416377'] });
+  });
+
   it('never takes .cold, .part or similarly named functions', () => {
     const k = kallsyms('ffffffff81000100 t ip_rcv_core.cold', 'ffffffff81000200 t ip_rcv_core_extra', 'ffffffff81000300 t ip_rcv_core.part.0');
     const r = resolveKernelSymbol(k, 'ip_rcv_core');
