@@ -1,3 +1,4 @@
+import { status } from '@grpc/grpc-js';
 import { z } from 'zod';
 import { flag, hostPort, parseFlags, repeated, UsageError } from '../common/config.js';
 import { parseDurationMs } from '../common/duration.js';
@@ -58,7 +59,8 @@ const POINTS: Record<string, icmpwatch.v1.ObservationPoint> = {
 };
 const oneOf = <T>(table: Record<string, T>, what: string) =>
   z.string().transform((s, ctx) => {
-    const value = table[s.toLowerCase()];
+    // Own keys only: 'constructor' or '__proto__' must not find Object.prototype's members.
+    const value = Object.hasOwn(table, s.toLowerCase()) ? table[s.toLowerCase()] : undefined;
     if (value === undefined) ctx.addIssue(`unknown ${what} '${s}': expected one of ${Object.keys(table).join(', ')}`);
     return value as T;
   });
@@ -83,7 +85,7 @@ const camel = (flagName: string) => flagName.replace(/-([a-z])/g, (_, c: string)
 const fields = Object.keys(FILTER_FLAGS) as FilterField[];
 const filterShape = Object.fromEntries(fields.flatMap((f) => [[camel(FILTER_FLAGS[f]), filterValues[f]], [camel(`deny-${FILTER_FLAGS[f]}`), filterValues[f]]]));
 
-const schema = z.object({
+export const schema = z.object({
   server: hostPort(),
   last: z.coerce.number().int().optional(),
   follow: flag(),
@@ -155,12 +157,17 @@ export async function run(argv: string[]): Promise<number> {
 
   const client = new ObserverClient(flags.server);
   const stream = client.subscribe(request);
-  const stop = () => stream.cancel();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  // Set when this process cancels its own call (a signal, a reader that went away): a normal end.
+  // A CANCELLED status from the server is an error like any other.
+  let cancelledHere = false;
+  const cancel = () => {
+    cancelledHere = true;
+    stream.cancel();
+  };
+  process.once('SIGINT', cancel);
+  process.once('SIGTERM', cancel);
   try {
     return await new Promise<number>((resolve) => {
-      let interrupted = false;
       stream.on('data', (r: icmpwatch.v1.ISubscribeResponse) => {
         if (!process.stdout.write(print(r) + '\n')) {
           stream.pause();
@@ -168,20 +175,17 @@ export async function run(argv: string[]): Promise<number> {
         }
       });
       // A reader that went away (`| head`) is a normal end.
-      process.stdout.on('error', () => {
-        interrupted = true;
-        stream.cancel();
-      });
+      process.stdout.on('error', cancel);
       stream.on('error', (err: Error & { code?: number }) => {
-        if (interrupted || err.code === 1 /* CANCELLED: we asked for it */) return resolve(0);
+        if (cancelledHere && err.code === status.CANCELLED) return resolve(0);
         process.stderr.write(`icmpwatch observe: ${describeServerError(err)}\n`);
         resolve(1);
       });
       stream.on('end', () => resolve(0));
     });
   } finally {
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
+    process.off('SIGINT', cancel);
+    process.off('SIGTERM', cancel);
     client.close();
   }
 }

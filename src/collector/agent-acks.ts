@@ -1,6 +1,7 @@
 // Acknowledgement state per agent process (node + agent_instance): what was accepted and what is
-// durable. Rebuilt from the journal at start-up, so resends after a collector restart are still
-// recognised as duplicates.
+// durable, and how many of its ring-buffer losses were announced. Rebuilt from the journal at
+// start-up, so resends after a collector restart are still recognised as duplicates; an instance
+// the journal does not hold starts where the agent says it was acknowledged.
 import type { icmpwatch } from '../common/proto.js';
 
 export interface InstanceState {
@@ -8,8 +9,8 @@ export interface InstanceState {
   accepted: number;
   /** Highest contiguous sequence the store confirmed. */
   durable: number;
-  /** Ring-buffer losses already announced; null until this collector process saw a batch. */
-  lostAnnounced: number | null;
+  /** The agent's cumulative ring-buffer loss counter as far as it was announced. */
+  lostAnnounced: number;
   lastBatchMs: number;
 }
 
@@ -21,19 +22,32 @@ const key = (node: string, instance: string) => `${node}\u0000${instance}`;
 export class AgentAcks {
   private readonly instances = new Map<string, InstanceState>();
 
-  /** Takes the sequence a record recovered from the journal covers. */
-  recover(record: icmpwatch.v1.IJournalRecord): void {
+  /** Takes what a record recovered from the journal covers (`timeMs`: the time it is about). */
+  recover(record: icmpwatch.v1.IJournalRecord, timeMs: number): void {
+    if (!record.agentInstance) return;
     const node = record.event?.node ?? record.lostEvents?.nodeName ?? '';
-    const seq = Number(record.lastSequence ?? 0);
-    if (!record.agentInstance || seq === 0) return;
-    const state = this.get(node, record.agentInstance, true);
-    state.accepted = state.durable = Math.max(state.accepted, seq);
+    const state = this.get(node, record.agentInstance);
+    state.accepted = state.durable = Math.max(state.accepted, Number(record.lastSequence ?? 0));
+    state.lostAnnounced = Math.max(state.lostAnnounced, Number(record.ringLost ?? 0));
+    state.lastBatchMs = timeMs;
   }
 
-  get(node: string, instance: string, recovered = false): InstanceState {
+  /**
+   * The state of the agent process saying hello. What a collector acknowledged to it is stored or
+   * was announced lost, so neither this collector's state nor a fresh one goes back before it.
+   */
+  hello(node: string, instance: string, acked: { sequence: number; ringLost: number }): InstanceState {
+    const state = this.get(node, instance);
+    state.accepted = Math.max(state.accepted, acked.sequence);
+    state.durable = Math.max(state.durable, acked.sequence);
+    state.lostAnnounced = Math.max(state.lostAnnounced, acked.ringLost);
+    return state;
+  }
+
+  private get(node: string, instance: string): InstanceState {
     let state = this.instances.get(key(node, instance));
     if (!state) {
-      state = { accepted: 0, durable: 0, lostAnnounced: recovered ? null : 0, lastBatchMs: Date.now() };
+      state = { accepted: 0, durable: 0, lostAnnounced: 0, lastBatchMs: Date.now() };
       this.instances.set(key(node, instance), state);
       this.forgetOldInstances(node);
     }

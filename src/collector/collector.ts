@@ -1,6 +1,8 @@
 // Composes the collector: store (journal + history), fan-out, ingest and observer services on one
-// gRPC server with health and reflection, and the ops server. Stop order on SIGTERM: not ready,
-// refuse new calls, end subscriber streams after their queues, end agent streams, close the journal.
+// gRPC server with health and reflection, and the ops server. Stop order on SIGTERM: not ready and
+// NOT_SERVING, refuse new Subscribe and Ingest streams (UNAVAILABLE; health checks still answer),
+// end subscriber streams after their queues and agent streams after their acknowledgements, shut
+// the server down, close the journal.
 import type http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -58,7 +60,7 @@ export class Collector {
     const { store, recovery } = await Store.open(
       { dataDir: options.dataDir, historyEvents: options.historyEvents, historyAgeMs: options.historyAgeMs, log },
       hub,
-      (record) => acks.recover(record),
+      (record, timeMs) => acks.recover(record, timeMs),
     );
     const ingest = new IngestService(store, acks, nodes, metrics, rate, log);
     if (recovery) {
@@ -120,10 +122,9 @@ export class Collector {
   private async shutdown(deadlineMs: number): Promise<void> {
     this.log.info('collector stopping');
     for (const s of SERVICES) this.health.setStatus(s, 'NOT_SERVING');
-    const drained = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
-    this.observer.stop();
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, deadlineMs).unref());
-    await Promise.race([Promise.all([this.ingest.stop(), drained]), deadline]);
+    await Promise.race([Promise.all([this.observer.stop(), this.ingest.stop()]), deadline]);
+    await Promise.race([new Promise<void>((resolve) => this.server.tryShutdown(() => resolve())), deadline]);
     this.server.forceShutdown();
     clearInterval(this.housekeeping);
     await this.store.close();

@@ -21,6 +21,7 @@ export interface HistoryQuery {
 export class History {
   private readonly entries = new Deque<HistoryEntry>();
   private nextIndex = 1;
+  private newestDropped: HistoryEntry | null = null;
 
   constructor(
     private readonly maxEntries: number,
@@ -35,17 +36,27 @@ export class History {
     return this.entries.peek();
   }
 
+  /** The newest record the bounds dropped: a range reaching back to its time is incomplete. */
+  get droppedThrough(): HistoryEntry | null {
+    return this.newestDropped;
+  }
+
   append(response: icmpwatch.v1.ISubscribeResponse, timeMs: number, now = Date.now()): HistoryEntry {
     const entry = { index: this.nextIndex++, timeMs, response };
     this.entries.push(entry);
-    while (this.entries.length > this.maxEntries) this.entries.shift();
+    while (this.entries.length > this.maxEntries) this.drop();
     this.expire(now);
     return entry;
   }
 
   /** Drops entries older than the age bound. */
   expire(now = Date.now()): void {
-    while ((this.entries.peek()?.timeMs ?? Infinity) < now - this.maxAgeMs) this.entries.shift();
+    while ((this.entries.peek()?.timeMs ?? Infinity) < now - this.maxAgeMs) this.drop();
+  }
+
+  private drop(): void {
+    const entry = this.entries.shift()!;
+    if (!this.newestDropped || entry.timeMs > this.newestDropped.timeMs) this.newestDropped = entry;
   }
 
   /**

@@ -1,7 +1,8 @@
 // The Ingest service: one bidi stream per agent process. Batches are processed in order per stream;
 // each is acknowledged with the highest contiguous sequence of that agent instance that is stored,
 // only after the store made it durable. Sequences at or below what was already accepted are resent
-// duplicates and are skipped; announced buffer drops become lost-events records.
+// duplicates and are skipped; announced buffer drops and new ring-buffer losses become lost-events
+// records. On stop, what each stream already delivered is stored and acknowledged before it ends.
 import { setImmediate } from 'node:timers/promises';
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../common/log.js';
@@ -25,11 +26,17 @@ interface Session {
   state: InstanceState;
 }
 
+interface OpenStream {
+  call: IngestCall;
+  /** Settles once every request received so far is processed (stored and acknowledged). */
+  processed: Promise<void>;
+}
+
 /** Requests queued per stream before the stream is paused (flow control back to the agent). */
 const MAX_QUEUED_REQUESTS = 8;
 
 export class IngestService {
-  private readonly calls = new Set<IngestCall>();
+  private readonly streams = new Set<OpenStream>();
   private stopping = false;
 
   constructor(
@@ -46,11 +53,11 @@ export class IngestService {
       call.emit('error', statusError(status.UNAVAILABLE, 'collector is shutting down'));
       return;
     }
-    this.calls.add(call);
+    const stream: OpenStream = { call, processed: Promise.resolve() };
+    this.streams.add(stream);
     let session: Session | null = null;
     let failed = false;
     let queued = 0;
-    let chain = Promise.resolve();
 
     const fail = (err: Error) => {
       if (failed) return;
@@ -61,18 +68,20 @@ export class IngestService {
     };
 
     call.on('data', (request: icmpwatch.v1.IIngestRequest) => {
+      // Stopping: the agent resends what is not acknowledged to the next collector.
+      if (this.stopping) return;
       if (++queued >= MAX_QUEUED_REQUESTS) call.pause();
-      chain = chain
+      stream.processed = stream.processed
         .then(async () => {
           if (failed) return;
           if (request.hello) {
             if (session) throw statusError(status.INVALID_ARGUMENT, 'hello: sent twice on one stream');
             session = this.hello(request.hello);
-            call.write({ ackedSequence: session.state.durable });
+            call.write({ ackedSequence: session.state.durable, ringLost: session.state.lostAnnounced });
           } else if (request.batch) {
             if (!session) throw statusError(status.INVALID_ARGUMENT, 'batch: the first request must be a hello');
             const acked = await this.batch(session, request.batch);
-            if (!call.destroyed && !call.writableEnded) call.write({ ackedSequence: acked });
+            if (!call.destroyed && !call.writableEnded) call.write({ ackedSequence: acked, ringLost: session.state.lostAnnounced });
             // Let subscriber streams flush between batches: a burst is then one batch, not a backlog.
             await setImmediate();
           }
@@ -83,13 +92,13 @@ export class IngestService {
         });
     });
     // The agent half-closed: acknowledge what is queued, then end our side.
-    call.on('end', () => void chain.then(() => !failed && call.end()));
+    call.on('end', () => void stream.processed.then(() => !failed && !call.writableEnded && call.end()));
 
     let closed = false;
     const onClose = () => {
       if (closed) return;
       closed = true;
-      this.calls.delete(call);
+      this.streams.delete(stream);
       if (session && this.nodes.disconnected(session.node)) {
         this.log.info({ node: session.node }, 'node unavailable');
         this.announceNode(session.node);
@@ -104,7 +113,10 @@ export class IngestService {
   private hello(hello: icmpwatch.v1.IAgentHello): Session {
     if (!hello.node) throw statusError(status.INVALID_ARGUMENT, 'hello.node: must not be empty');
     if (!hello.agentInstance) throw statusError(status.INVALID_ARGUMENT, 'hello.agent_instance: must not be empty');
-    const state = this.acks.get(hello.node, hello.agentInstance);
+    const state = this.acks.hello(hello.node, hello.agentInstance, {
+      sequence: Number(hello.ackedSequence ?? 0),
+      ringLost: Number(hello.ackedRingLost ?? 0),
+    });
     if (this.nodes.connected(hello)) {
       this.log.info({ node: hello.node, agentInstance: hello.agentInstance, hook: hello.hook, symbol: hello.symbol }, 'node connected');
       this.announceNode(hello.node);
@@ -123,9 +135,13 @@ export class IngestService {
     };
 
     const drop = batch.dropped;
+    const dropFirst = Number(drop?.firstSequence ?? 0);
     const dropLast = Number(drop?.lastSequence ?? 0);
+    if (drop && !(dropFirst >= 1 && dropFirst <= dropLast)) {
+      throw statusError(status.INVALID_ARGUMENT, 'batch.dropped: first_sequence must be from 1 to last_sequence');
+    }
     if (drop && dropLast > state.accepted) {
-      const first = Math.max(Number(drop.firstSequence ?? 0), state.accepted + 1);
+      const first = Math.max(dropFirst, state.accepted + 1);
       lost(LostEventsSource.LOST_EVENTS_SOURCE_AGENT_EXPORT_BUFFER, dropLast - first + 1, drop.first, drop.last, dropLast);
       state.accepted = dropLast;
     }
@@ -153,11 +169,14 @@ export class IngestService {
       if (ev.time) newestEventMs = Math.max(newestEventMs ?? 0, timestampMs(ev.time));
     }
 
+    const lostBefore = state.lostAnnounced;
     const ringLost = Number(batch.counters?.lost ?? 0);
-    if (state.lostAnnounced !== null && ringLost > state.lostAnnounced) {
-      lost(LostEventsSource.LOST_EVENTS_SOURCE_RING_BUFFER, ringLost - state.lostAnnounced, timestampFromMs(state.lastBatchMs), timestampFromMs(now), 0);
+    if (ringLost > state.lostAnnounced) {
+      lost(LostEventsSource.LOST_EVENTS_SOURCE_RING_BUFFER, ringLost - state.lostAnnounced, timestampFromMs(state.lastBatchMs), timestampFromMs(now), state.accepted);
+      state.lostAnnounced = ringLost;
     }
-    if (batch.counters) state.lostAnnounced = ringLost;
+    // Every record carries the announced count: a recovered instance then announces only new losses.
+    for (const record of records) record.ringLost = state.lostAnnounced;
     state.lastBatchMs = now;
 
     const acked = state.accepted;
@@ -166,6 +185,7 @@ export class IngestService {
     } catch (err) {
       this.metrics.journalErrors.inc();
       state.accepted = state.durable;
+      state.lostAnnounced = lostBefore;
       throw statusError(status.UNAVAILABLE, `storing the batch failed: ${(err as Error).message}`);
     }
     state.durable = Math.max(state.durable, acked);
@@ -185,17 +205,22 @@ export class IngestService {
     this.metrics.nodes.set({ state: NodeState[NodeState.NODE_STATE_UNAVAILABLE] }, unavailable);
   }
 
-  /** Refuses new streams and ends the open ones once their queued batches are acknowledged. */
+  /**
+   * Refuses new streams and stops reading the open ones; ends each once what it already received is
+   * stored and acknowledged.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     await Promise.all(
-      [...this.calls].map(
-        (call) =>
-          new Promise<void>((resolve) => {
-            call.once('finish', resolve);
-            call.end();
-          }),
-      ),
+      [...this.streams].map(async ({ call, processed }) => {
+        await processed;
+        if (call.destroyed || call.writableEnded) return;
+        await new Promise<void>((resolve) => {
+          call.once('finish', resolve);
+          call.once('close', resolve);
+          call.end();
+        });
+      }),
     );
   }
 }

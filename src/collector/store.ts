@@ -45,7 +45,7 @@ export class Store {
   static async open(
     options: StoreOptions,
     hub: Hub,
-    onRecovered: (record: icmpwatch.v1.IJournalRecord) => void,
+    onRecovered: (record: icmpwatch.v1.IJournalRecord, timeMs: number) => void,
   ): Promise<{ store: Store; recovery: RecoveryResult | null }> {
     const history = new History(options.historyEvents, options.historyAgeMs);
     if (options.dataDir === null) return { store: new Store(history, hub, null), recovery: null };
@@ -65,7 +65,7 @@ export class Store {
         }
         const timeMs = recordTimeMs(record);
         history.append(toResponse(record, timeMs), timeMs);
-        onRecovered(record);
+        onRecovered(record, timeMs);
         return timeMs;
       },
     );

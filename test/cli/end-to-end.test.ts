@@ -27,6 +27,7 @@ describe('end to end: agent -> collector -> observe (real kernel, real gRPC)', f
   let collector: Awaited<ReturnType<typeof spawnCollector>>;
   const port = 21000 + (process.pid % 1000);
   const address = `127.0.0.1:${port}`;
+  const ECHO_ID = 40000 + (process.pid % 20000);
 
   const observe = async (...args: string[]) => {
     const r = await runCli(['observe', '--server', address, '-o', 'json', ...args]);
@@ -66,12 +67,15 @@ describe('end to end: agent -> collector -> observe (real kernel, real gRPC)', f
     live.stdout!.on('data', (d: Buffer) => (liveOut += d.toString()));
     try {
       await new Promise((r) => setTimeout(r, 1500)); // the subscription is open
-      await net.ping('a', 'b', 4, ['-c', '5', '-i', '0.1']);
+      // ping's -e sets the echo identifier, so the exact id can be checked too.
+      await net.ping('a', 'b', 4, ['-c', '5', '-i', '0.1', '-e', String(ECHO_ID)]);
       await until(() => liveOut.split('\n').filter(Boolean).length >= 5, 10_000, () => liveOut);
       const liveEvents = liveOut.split('\n').filter((l) => l.startsWith('{"time"')).map((l) => JSON.parse(l) as EventLine);
-      expect(liveEvents.map((e) => e.icmp?.seq)).to.deep.equal([1, 2, 3, 4, 5]);
+      const idSeq = (e: EventLine) => [e.icmp?.id, e.icmp?.seq];
+      const expected = [1, 2, 3, 4, 5].map((seq) => [ECHO_ID, seq]);
+      expect(liveEvents.map(idSeq)).to.deep.equal(expected);
       const history = requestsFromA(await observe('--last', '1000'));
-      expect(history.map((e) => e.icmp?.seq)).to.deep.equal([1, 2, 3, 4, 5]);
+      expect(history.map(idSeq)).to.deep.equal(expected);
       expect(history[0]).to.deep.include({ node: 'node-e2e' });
       expect(history[0]!.source).to.deep.include({ namespace: 'shop', pod: 'web-1' });
       expect(history[0]!.destination).to.deep.include({ namespace: 'shop', pod: 'db-0' });

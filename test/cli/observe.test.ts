@@ -2,8 +2,11 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import * as grpc from '@grpc/grpc-js';
 import type { CollectorExporter } from '../../src/agent/export/exporter.js';
 import type { Collector } from '../../src/collector/collector.js';
+import { observerService } from '../../src/common/grpc/services.js';
+import { ObserverClient } from '../../src/common/grpc/clients.js';
 import { echoEvent, eventually, freePort, range, startCollector, startExporter } from '../collector/harness.js';
 import { runCli, spawnCollector } from './cli-runner.js';
 
@@ -37,8 +40,8 @@ describe('cli: observe and status', function () {
     const observed = await runCli(['observe', '--server', collector.address, '--last', '100000', '-o', 'json']);
     expect(observed.stderr).to.equal('');
     expect(observed.code).to.equal(0);
-    const lines = observed.stdout.trim().split('\n').map((l) => JSON.parse(l) as { sequence?: number; lost_events?: unknown });
-    expect(lines.filter((l) => l.lost_events)).to.deep.equal([]);
+    const lines = observed.stdout.trim().split('\n').map((l) => JSON.parse(l) as { sequence?: number; lostEvents?: unknown });
+    expect(lines.filter((l) => l.lostEvents)).to.deep.equal([]);
     expect(lines.map((l) => l.sequence)).to.deep.equal(range(1, total));
 
     const status = await runCli(['status', '--server', collector.address]);
@@ -86,11 +89,44 @@ describe('cli: observe and status', function () {
         [['--since', 'yesterday'], '--since: expected an RFC 3339 time'],
         [['-o', 'yaml'], '--output:'],
         [['--bogus'], 'unknown flag --bogus'],
+        [['--since', '2026-01-02T00:00:00Z', '--until', '2026-01-01T00:00:00Z'], '--since: must not be after until'],
+        [['--code', '300'], '--code: Too big'],
+        [['--pod', 'shop/web/1'], "--pod: invalid pod 'shop/web/1'"],
       ] as const) {
         const r = await runCli(['observe', '--server', collector.address, ...args]);
         expect([r.code, r.stderr]).to.satisfy(([code, err]: [number, string]) => code === 2 && err.includes(message), `${args.join(' ')}: ${r.stderr}`);
       }
+      const noServer = await runCli(['observe', '--last', '5']);
+      expect([noServer.code, noServer.stderr]).to.satisfy(([code, err]: [number, string]) => code === 2 && err.startsWith('icmpwatch observe: --server:'), noServer.stderr);
+      const badStatus = await runCli(['status', '--server', collector.address, '--bogus']);
+      expect([badStatus.code, badStatus.stderr]).to.deep.equal([2, 'icmpwatch status: unknown flag --bogus\n']);
     });
+
+    it('exits 0 when interrupted while following', async () => {
+      const client = new ObserverClient(collector.address);
+      const subscribers = async () => (await client.getStatus()).subscribers ?? 0;
+      const before = await subscribers();
+      const r = await runCli(['observe', '--server', collector.address, '--follow'], (child) => {
+        void eventually(async () => (await subscribers()) > before, 20_000).then(() => child.kill('SIGINT'));
+      });
+      client.close();
+      expect([r.code, r.stderr]).to.deep.equal([0, '']);
+    });
+  });
+
+  it('exits 1 with the status when the server cancels the call', async () => {
+    const server = new grpc.Server();
+    server.addService(observerService, {
+      subscribe: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit('error', { code: grpc.status.CANCELLED, details: 'cancelled by the server' }),
+      getStatus: () => undefined,
+      listNodes: () => undefined,
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    cleanups.push(() => server.forceShutdown());
+    const r = await runCli(['observe', '--server', `127.0.0.1:${port}`, '--follow']);
+    expect([r.code, r.stderr]).to.deep.equal([1, 'icmpwatch observe: CANCELLED: cancelled by the server\n']);
   });
 
   it('exits 1 with the gRPC status when the collector is unreachable', async () => {

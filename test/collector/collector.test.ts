@@ -1,6 +1,21 @@
 import { expect } from 'chai';
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import { ObserverClient } from '../../src/common/grpc/clients.js';
-import { CollectingSubscriber, echoEvent, eventually, range, startCollector, startExporter } from './harness.js';
+import { spawnCollector } from '../cli/cli-runner.js';
+import { CollectingSubscriber, echoEvent, eventually, freePort, range, sequences, startCollector, startExporter } from './harness.js';
+
+function healthCheck(address: string, service: string): Promise<string> {
+  const Health = grpc.makeClientConstructor(healthService, 'grpc.health.v1.Health');
+  const client = new Health(address, grpc.credentials.createInsecure());
+  return new Promise<string>((resolve, reject) =>
+    client.check({ service }, (err: Error | null, res: { status: string }) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(res.status);
+    }),
+  );
+}
 
 describe('collector: lifecycle and operations', () => {
   it('serves /healthz, /readyz and /metrics, and on stop ends subscriber streams after their queue', async () => {
@@ -31,5 +46,43 @@ describe('collector: lifecycle and operations', () => {
       () => expect.fail('ops server still up'),
       () => undefined,
     );
+  });
+
+  it('on SIGTERM stops accepting, is NOT_SERVING and not ready while a follower drains its queue, then exits 0', async function () {
+    this.timeout(30_000);
+    const ops = `127.0.0.1:${await freePort()}`;
+    const collector = await spawnCollector(['--listen', '127.0.0.1:0', '--metrics-addr', ops]);
+    const client = new ObserverClient(collector.address);
+    // Its own connection, not read from: what the collector holds for it stays in its queue.
+    const slowClient = new ObserverClient(collector.address, { 'grpc.use_local_subchannel_pool': 1 });
+    const agent = startExporter(collector.address, { batchSize: 500 });
+    try {
+      const follower = new CollectingSubscriber(slowClient, { follow: true });
+      follower.stream.pause();
+      await eventually(async () => (await client.getStatus()).subscribers === 1);
+      const total = 3000;
+      const padding = { labels: Object.fromEntries(range(1, 20).map((i) => [`label-${i}`, 'x'.repeat(40)])) };
+      for (const seq of range(1, total)) agent.publish(echoEvent(seq, { source: { ip: '10.1.0.2', ...padding } }));
+      await eventually(() => agent.state().bufferedEvents === 0);
+      expect(follower.events.length).to.be.below(total);
+
+      collector.child.kill('SIGTERM');
+      await eventually(async () => (await fetch(`http://${ops}/readyz`)).status === 503);
+      expect(await healthCheck(collector.address, '')).to.equal('NOT_SERVING');
+      expect(await healthCheck(collector.address, 'icmpwatch.v1.Observer')).to.equal('NOT_SERVING');
+      const refused = (await new CollectingSubscriber(client, { follow: true }).done) as grpc.ServiceError;
+      expect([refused.code, refused.details]).to.deep.equal([grpc.status.UNAVAILABLE, 'collector is shutting down']);
+
+      follower.stream.resume();
+      expect(await follower.done).to.equal(null);
+      expect(sequences(follower.events)).to.deep.equal(range(1, total));
+      expect(follower.lost).to.deep.equal([]);
+      expect(await collector.exited).to.equal(0);
+    } finally {
+      await agent.close(100);
+      client.close();
+      slowClient.close();
+      collector.child.kill('SIGKILL');
+    }
   });
 });

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
+import descriptor, { type IFileDescriptorProto } from 'protobufjs/ext/descriptor.js';
 import { service as healthService } from 'grpc-health-check';
 import type { Collector } from '../../src/collector/collector.js';
 import { startCollector } from './harness.js';
@@ -34,6 +35,9 @@ function reflect(address: string, request: Record<string, string>): Promise<Refl
   });
 }
 
+const { FileDescriptorProto } = descriptor;
+const decodeFile = (proto: Uint8Array) => FileDescriptorProto.toObject(FileDescriptorProto.decode(proto)) as IFileDescriptorProto;
+
 describe('collector: health and reflection', () => {
   let collector: Collector;
   before(async () => {
@@ -51,6 +55,26 @@ describe('collector: health and reflection', () => {
     const described = await reflect(collector.address, { fileContainingSymbol: 'icmpwatch.v1.Observer' });
     const files = described.fileDescriptorResponse!.fileDescriptorProto.map((b) => b.toString('latin1'));
     expect(files.some((f) => f.includes('SubscribeRequest') && f.includes('Subscribe'))).to.equal(true);
+  });
+
+  it('serves descriptors grpcurl can build: imports (Event, google.protobuf.Timestamp) declared and served', async () => {
+    const described = await reflect(collector.address, { fileContainingSymbol: 'icmpwatch.v1.Observer' });
+    const files = described.fileDescriptorResponse!.fileDescriptorProto.map(decodeFile);
+    const fileDefining = (pkg: string, message: string) => files.find((f) => f.package === pkg && f.messageType?.some((m) => m.name === message));
+    const api = fileDefining('icmpwatch.v1', 'Event')!;
+    const timestamp = fileDefining('google.protobuf', 'Timestamp')!;
+    expect(api.dependency).to.include(timestamp.name);
+    // Every import is served with the symbol's file and on its own by file name.
+    for (const name of files.flatMap((f) => f.dependency ?? [])) {
+      expect(files.map((f) => f.name)).to.include(name);
+      const byName = await reflect(collector.address, { fileByFilename: name });
+      expect(byName.fileDescriptorResponse!.fileDescriptorProto.map((b) => decodeFile(b).name)).to.include(name);
+    }
+    // The .proto field names, and map entries named as protoc names them.
+    const endpoint = api.messageType!.find((m) => m.name === 'Endpoint')!;
+    expect(endpoint.field!.map((f) => f.name)).to.include('pod_uid');
+    expect(endpoint.field!.find((f) => f.name === 'labels')!.typeName).to.equal('.icmpwatch.v1.Endpoint.LabelsEntry');
+    expect(endpoint.nestedType!.map((m) => m.name)).to.include('LabelsEntry');
   });
 
   it('answers grpc.health.v1 Check as SERVING', async () => {

@@ -3,7 +3,7 @@ import { status } from '@grpc/grpc-js';
 import type { CollectorExporter } from '../../src/agent/export/exporter.js';
 import type { Collector } from '../../src/collector/collector.js';
 import { ObserverClient } from '../../src/common/grpc/clients.js';
-import { icmpwatch } from '../../src/common/proto.js';
+import { google, icmpwatch } from '../../src/common/proto.js';
 import { CollectingSubscriber, echoEvent, eventually, range, sequences, startCollector, startExporter } from './harness.js';
 
 const { LostEventsSource, NodeState } = icmpwatch.v1;
@@ -37,20 +37,33 @@ describe('collector: Subscribe', () => {
     client = new ObserverClient(collector.address);
     const agent = exporter(collector.address, { batchSize: 7 });
     const total = 3000;
-    const joined: CollectingSubscriber[] = [];
-    for (let seq = 1; seq <= total; seq++) {
-      agent.publish(echoEvent(seq));
-      // Subscribers join at several points while batches are in flight.
-      if (seq % 500 === 0) {
-        joined.push(subscribe({ last: 100_000, follow: true }));
-        await new Promise((r) => setImmediate(r));
+    const stored = async () => Number((await client.getStatus()).eventsSeen);
+    let published = 0;
+    const publishThrough = async (last: number) => {
+      while (published < last) {
+        agent.publish(echoEvent(++published));
+        if (published % 50 === 0) await new Promise((r) => setImmediate(r));
       }
+    };
+    // Each subscriber joins once some events are stored, while later batches are still in flight.
+    const joined: { s: CollectingSubscriber; storedBefore: number; storedAfter: number }[] = [];
+    for (const joinAt of [500, 1000, 1500, 2000, 2500]) {
+      await publishThrough(joinAt);
+      await eventually(async () => (await stored()) >= joinAt - 200);
+      const storedBefore = await stored();
+      const s = subscribe({ last: 100_000, follow: true });
+      await publishThrough(joinAt + 100);
+      await eventually(async () => (await client.getStatus()).subscribers === joined.length + 1);
+      joined.push({ s, storedBefore, storedAfter: await stored() });
     }
-    for (const s of joined) {
+    await publishThrough(total);
+    for (const { s, storedBefore, storedAfter } of joined) {
+      // 1..storedBefore were stored before it subscribed (history); storedAfter+1..total after it had
+      // joined the live fan-out.
+      expect(storedBefore).to.be.greaterThan(0);
+      expect(storedAfter).to.be.below(total);
       await s.until((x) => x.events.length > 0 && Number(x.events.at(-1)!.sequence) === total);
-      const seqs = sequences(s.events);
-      expect(seqs[0]).to.equal(1);
-      expect(seqs).to.deep.equal(range(1, total));
+      expect(sequences(s.events)).to.deep.equal(range(1, total));
     }
   });
 
@@ -99,6 +112,40 @@ describe('collector: Subscribe', () => {
     const window = subscribe({ since: echoEvent(20).time, until: echoEvent(29).time });
     expect(await window.done).to.equal(null);
     expect(sequences(window.events)).to.deep.equal(range(20, 29));
+  });
+
+  it('follows until a far-off until (beyond the 24.8-day timer limit) instead of ending at once', async () => {
+    collector = await startCollector();
+    client = new ObserverClient(collector.address);
+    const agent = exporter(collector.address);
+    const farOff = { seconds: Math.floor(Date.now() / 1000) + 30 * 86_400 };
+    const follower = subscribe({ follow: true, until: farOff });
+    await new Promise((r) => setTimeout(r, 200));
+    agent.publish(echoEvent(1));
+    await follower.until((s) => s.events.length === 1);
+    expect(follower.stream.readable).to.equal(true);
+  });
+
+  it('says so first when since reaches back past what the bounded history already dropped', async () => {
+    collector = await startCollector({ historyEvents: 50 });
+    client = new ObserverClient(collector.address);
+    const agent = exporter(collector.address);
+    for (let seq = 1; seq <= 100; seq++) agent.publish(echoEvent(seq));
+    await eventually(() => agent.state().bufferedEvents === 0);
+
+    const partial = subscribe({ since: echoEvent(1).time });
+    expect(await partial.done).to.equal(null);
+    const plain = (t: google.protobuf.ITimestamp | null | undefined) => ({ seconds: Number(t?.seconds), nanos: t?.nanos ?? 0 });
+    expect(partial.lost.map((l) => [l.source, Number(l.count), plain(l.first), plain(l.last)])).to.deep.equal([
+      [LostEventsSource.LOST_EVENTS_SOURCE_HISTORY_EXPIRED, 0, plain(echoEvent(1).time), plain(echoEvent(50).time)],
+    ]);
+    expect(partial.received[0]!.lostEvents).to.not.equal(null);
+    expect(sequences(partial.events)).to.deep.equal(range(51, 100));
+
+    const covered = subscribe({ since: echoEvent(51).time });
+    expect(await covered.done).to.equal(null);
+    expect(covered.lost).to.deep.equal([]);
+    expect(sequences(covered.events)).to.deep.equal(range(51, 100));
   });
 
   it('keeps a stalled subscriber from slowing the others, and tells it what it lost', async () => {

@@ -76,6 +76,8 @@ export class CollectorExporter {
   /** True once the collector answered this stream's hello. */
   private connected = false;
   private acked = 0;
+  /** Ring-buffer losses the collector announced, as of its latest acknowledgement. */
+  private ackedRingLost = 0;
   /** Sequences must increase (from 1): the collector's deduplication relies on it. */
   private lastPublished = 0;
   /** Highest sequence written on the current stream. */
@@ -178,16 +180,26 @@ export class CollectorExporter {
     this.sentThrough = this.acked;
     this.dropSent = 0;
     this.waitingForDrain = false;
-    stream.on('data', (response: icmpwatch.v1.IIngestResponse) => this.onAck(stream, Number(response.ackedSequence ?? 0)));
+    stream.on('data', (response: icmpwatch.v1.IIngestResponse) => this.onAck(stream, response));
     stream.on('error', (err: ServiceError) => this.onStreamEnd(stream, `${err.code ?? ''} ${err.details ?? err.message}`.trim()));
     stream.on('end', () => this.onStreamEnd(stream, 'stream ended by the collector'));
+    // A collector that lost track of this process (restarted without its journal) starts from here.
     stream.write({
-      hello: { node: this.options.node, agentInstance: this.instance, hook: this.options.hook, symbol: this.options.symbol },
+      hello: {
+        node: this.options.node,
+        agentInstance: this.instance,
+        hook: this.options.hook,
+        symbol: this.options.symbol,
+        ackedSequence: this.acked,
+        ackedRingLost: this.ackedRingLost,
+      },
     });
   }
 
-  private onAck(stream: IngestStream, sequence: number): void {
+  private onAck(stream: IngestStream, response: icmpwatch.v1.IIngestResponse): void {
     if (stream !== this.stream) return;
+    const sequence = Number(response.ackedSequence ?? 0);
+    this.ackedRingLost = Math.max(this.ackedRingLost, Number(response.ringLost ?? 0));
     if (!this.connected) {
       this.setConnected(true);
       this.backoff.reset();

@@ -96,6 +96,30 @@ describe('agent: CollectorExporter', () => {
     expect(exporter.state().droppedEvents).to.equal(0);
   });
 
+  it('across a restart of an in-memory collector under a connected agent: no loss announced, nothing dropped', async () => {
+    const first = await startCollector();
+    const listen = first.address;
+    // Ring-buffer losses the first collector announced are not announced again by the second.
+    const exporter = exporterTo(listen, { counters: () => ({ events: 0, lost: 3, malformed: 0, suppressed: 0 }) });
+    for (const seq of range(1, 200)) exporter.publish(echoEvent(seq));
+    await eventually(() => exporter.state().bufferedEvents === 0);
+    await first.stop(1000);
+    await eventually(() => !exporter.state().connected);
+    for (const seq of range(201, 300)) exporter.publish(echoEvent(seq));
+
+    const second = await collectorOn({ listen });
+    for (const seq of range(301, 400)) exporter.publish(echoEvent(seq));
+    await eventually(() => exporter.state().connected && exporter.state().bufferedEvents === 0);
+    const { events, lost } = await history(second.address);
+    expect(sequences(events)).to.deep.equal(range(201, 400));
+    expect(lost).to.deep.equal([]);
+    const client = new ObserverClient(second.address);
+    const status = await client.getStatus();
+    client.close();
+    expect([Number(status.exportDrops), Number(status.ringBufferLost)]).to.deep.equal([0, 0]);
+    expect(exporter.state().droppedEvents).to.equal(0);
+  });
+
   it('close() sends what is buffered and waits for the acknowledgement', async () => {
     const collector = await collectorOn();
     const exporter = startExporter(collector.address, { batchDelayMs: 1000 });
