@@ -24,7 +24,7 @@ export const summary = `icmpwatch agent: capture ICMP/ICMPv6 on this node and pr
   --export-buffer-bytes N   are dropped, counted and announced (default 67108864)
   --bpf-object PATH         the compiled BPF object (default: build/bpf/icmpwatch.bpf.o)`;
 
-const Flags = z.object({
+export const Flags = z.object({
   nodeName: z.string().min(1).optional(),
   probe: z.enum(['auto', 'fexit', 'kretprobe', 'tracepoint']).default('auto'),
   btf: z.string().min(1).optional(),
@@ -37,7 +37,8 @@ const Flags = z.object({
     .number()
     .int()
     .min(4096)
-    .refine((n) => (n & (n - 1)) === 0, 'must be a power of two')
+    // Not n & (n - 1): bitwise operators see only the low 32 bits (2^32 + 2^31 would pass).
+    .refine((n) => 2 ** Math.round(Math.log2(n)) === n, 'must be a power of two')
     .default(4 * 1024 * 1024),
   bpfObject: z.string().default(DEFAULT_OBJECT),
   holdMs: z.coerce.number().int().min(0).max(1000).default(50),

@@ -14,7 +14,7 @@ export const summary = `icmpwatch collector --listen HOST:PORT [flags]
   --history-age DURATION      history bound by age (default 1h)
   --subscriber-queue N        records queued per slow subscriber before dropping (default 10000)`;
 
-const schema = z.object({
+export const schema = z.object({
   listen: hostPort(),
   metricsAddr: hostPort().optional(),
   dataDir: z.string().min(1).optional(),

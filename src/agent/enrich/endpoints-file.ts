@@ -9,13 +9,19 @@ import type { EndpointResolver } from './resolver.js';
 const Kind = icmpwatch.v1.EndpointKind;
 const Enrichment = icmpwatch.v1.Enrichment;
 
+/** JSON can spell a lone surrogate; protobuf cannot encode it, and the collector rejects the event. */
+const text = () => z.string().refine((s) => s.isWellFormed(), 'not valid Unicode (a lone surrogate)');
+
 const EndpointEntry = z.object({
-  ip: z.string().refine((v) => isIP(v) !== 0, 'not an IP address'),
-  namespace: z.string().min(1),
-  pod: z.string().min(1),
-  labels: z.record(z.string(), z.string()).optional(),
-  node: z.string().optional(),
-  workload: z.object({ kind: z.string().min(1), name: z.string().min(1) }).optional(),
+  ip: z
+    .string()
+    .refine((v) => isIP(v) !== 0, 'not an IP address')
+    .refine((v) => !v.includes('%'), 'a zone index (%...) never matches a packet address'),
+  namespace: text().min(1),
+  pod: text().min(1),
+  labels: z.record(text(), text()).optional(),
+  node: text().optional(),
+  workload: z.object({ kind: text().min(1), name: text().min(1) }).optional(),
 });
 
 export const EndpointsFile = z.object({ endpoints: z.array(EndpointEntry) }).strict();

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { EndpointsFileError, EndpointsFileResolver, parseEndpointsFile } from '../../../src/agent/enrich/endpoints-file.js';
 import { icmpwatch } from '../../../src/common/proto.js';
+import { fuzzSeed, Random, reportSeedOnFailure } from '../../fuzz.js';
 
 const { Enrichment, EndpointKind } = icmpwatch.v1;
 
@@ -52,6 +53,89 @@ describe('endpoints file', () => {
     } finally {
       resolver.close();
     }
+  });
+});
+
+describe('endpoints file: hostile documents (fuzz)', () => {
+  const seed = fuzzSeed(0xe9d7);
+  const r = new Random(seed);
+  afterEach(function () {
+    reportSeedOnFailure(this, seed);
+  });
+
+  const awkwardStrings = ['10.0.0.1', 'fd00::1', 'FE80::1%eth0', '::ffff:10.0.0.1', '10.0.0.256', '\ud800', 'a\udfff', '__proto__', 'constructor', ''];
+
+  /** Any JSON value, nested a few levels; strings often ones that parsers trip on. */
+  function randomJson(depth: number): unknown {
+    switch (r.int(depth > 0 ? 7 : 5)) {
+      case 0:
+        return null;
+      case 1:
+        return r.chance(0.5);
+      case 2:
+        return r.pick([r.extremeInt(), 1.5, -0, 1e308]);
+      case 3:
+        return r.pick(awkwardStrings);
+      case 4:
+        return r.string();
+      case 5:
+        return Array.from({ length: r.int(4) }, () => randomJson(depth - 1));
+      default:
+        return Object.fromEntries(Array.from({ length: r.int(4) }, () => [r.chance(0.5) ? r.pick(awkwardStrings) : r.string(8), randomJson(depth - 1)]));
+    }
+  }
+
+  function validEntry(): Record<string, unknown> {
+    return {
+      ip: r.pick(['10.0.0.1', 'fd00::1', '192.168.1.200', '2001:db8::abcd']),
+      namespace: 'shop',
+      pod: `cart-${r.int(100)}`,
+      labels: { app: 'cart' },
+      node: 'node-a',
+      workload: { kind: 'Deployment', name: 'cart' },
+    };
+  }
+
+  /** A valid document with a few fields replaced, removed or added: near misses, mostly. */
+  function mutatedDocument(): unknown {
+    const entries = Array.from({ length: 1 + r.int(4) }, validEntry);
+    for (let edits = r.int(4); edits > 0; edits--) {
+      const entry = r.pick(entries);
+      const key = r.pick([...Object.keys(entry), 'extra', '__proto__']);
+      if (r.chance(0.3)) delete entry[key];
+      else if (key === 'labels' || key === 'workload') entry[key] = r.chance(0.5) ? randomJson(2) : { [r.pick(awkwardStrings)]: randomJson(1) };
+      else entry[key] = r.chance(0.6) ? r.pick(awkwardStrings) : randomJson(2);
+    }
+    return r.chance(0.9) ? { endpoints: entries } : r.pick([entries, { endpoints: entries, extra: 1 }, randomJson(3)]);
+  }
+
+  it('yields a table of valid endpoints or an EndpointsFileError naming the file, never another exception', () => {
+    let tables = 0;
+    let refusals = 0;
+    for (let i = 0; i < 3000; i++) {
+      const text = JSON.stringify(mutatedDocument());
+      // Now and then the text itself is damaged: cut, bytes changed, garbage inserted.
+      const input = r.chance(0.2) ? r.mutate(Buffer.from(text)).toString('utf8') : text;
+      let table: Map<string, icmpwatch.v1.IEndpoint>;
+      try {
+        table = parseEndpointsFile('hostile.json', input);
+      } catch (err) {
+        expect(err, `${input}: ${(err as Error).stack}`).to.be.instanceOf(EndpointsFileError);
+        expect((err as Error).message, input).to.match(/^hostile\.json: \S/);
+        refusals++;
+        continue;
+      }
+      tables++;
+      for (const [ip, endpoint] of table) {
+        expect(endpoint.ip, input).to.equal(ip);
+        // Every endpoint must survive the trip to the collector: encodable and decodable protobuf.
+        const bytes = icmpwatch.v1.Endpoint.encode(endpoint).finish();
+        expect(icmpwatch.v1.Endpoint.toObject(icmpwatch.v1.Endpoint.decode(bytes)).pod, input).to.equal(endpoint.pod);
+      }
+    }
+    // Both outcomes were exercised by the run above.
+    expect(tables).to.be.greaterThan(100);
+    expect(refusals).to.be.greaterThan(100);
   });
 });
 
