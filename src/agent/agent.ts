@@ -2,14 +2,14 @@ import { readdir, readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import type { Writable } from 'node:stream';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { familyOf } from '../common/event-format.js';
 import type { Logger } from '../common/log.js';
 import { startOpsServer } from '../common/ops-server.js';
 import type { icmpwatch } from '../common/proto.js';
 import { EndpointsFileResolver, NoResolver } from './enrich/endpoints-file.js';
-import { KubernetesResolver, inCluster, loadKubeConfig } from './enrich/kubernetes.js';
 import type { EndpointResolver } from './enrich/resolver.js';
 import { EventBuilder, WallClock } from './event-builder.js';
-import { CollectorExporter, type AgentCounters } from './export/exporter.js';
+import type { AgentCounters } from './export/exporter.js';
 import { NetnsAddressBook } from './netns-addresses.js';
 import { NodeLog, type LogFormat } from './node-log.js';
 import { COUNTERS, HOOK_IDS, type CounterName } from './probe/event-layout.js';
@@ -80,7 +80,7 @@ export class Agent {
 
   static async start(cfg: AgentConfig, log: Logger, out: Writable = process.stdout): Promise<Agent> {
     const registry = new Registry();
-    const resolver = chooseResolver(cfg, log, registry);
+    const resolver = await chooseResolver(cfg, log, registry);
     const addresses = new NetnsAddressBook();
     await addresses.refresh();
     const hostNetns = await addresses.hostNetns;
@@ -123,6 +123,8 @@ export class Agent {
     agent.registerMetrics();
     if (cfg.collector) {
       const running = agent;
+      // Loaded only when used: gRPC costs seconds of start-up on slow machines (test/vm guests).
+      const { CollectorExporter } = await import('./export/exporter.js');
       agent.addSink(
         new CollectorExporter({
           address: cfg.collector,
@@ -159,7 +161,7 @@ export class Agent {
   });
 
   private deliver(ev: icmpwatch.v1.IEvent): void {
-    this.reported.labels(this.probe.hook, ev.family === 1 ? 'ipv4' : 'ipv6').inc();
+    this.reported.labels(this.probe.hook, familyOf(ev) ?? 'unspecified').inc();
     this.nodeLog.event(ev);
     for (const sink of this.sinks) sink.publish(ev);
   }
@@ -250,11 +252,22 @@ export class Agent {
   }
 }
 
-/** An explicit --kubeconfig, then an explicit --endpoints-file, then the pod's service account, else none. */
-function chooseResolver(cfg: AgentConfig, log: Logger, registry: Registry): EndpointResolver {
-  if (cfg.kubeconfig) return new KubernetesResolver({ kubeConfig: loadKubeConfig(cfg.kubeconfig), log, registry });
+/**
+ * An explicit --kubeconfig, then an explicit --endpoints-file, then the pod's service account, else
+ * none. client-node (over a thousand modules) is loaded only then: outside a pod there is no
+ * KUBERNETES_SERVICE_HOST.
+ */
+async function chooseResolver(cfg: AgentConfig, log: Logger, registry: Registry): Promise<EndpointResolver> {
+  const kubernetes = () => import('./enrich/kubernetes.js');
+  if (cfg.kubeconfig) {
+    const { KubernetesResolver, loadKubeConfig } = await kubernetes();
+    return new KubernetesResolver({ kubeConfig: loadKubeConfig(cfg.kubeconfig), log, registry });
+  }
   if (cfg.endpointsFile) return new EndpointsFileResolver(cfg.endpointsFile, log);
-  if (inCluster()) return new KubernetesResolver({ kubeConfig: loadKubeConfig(null), log, registry });
+  if (process.env.KUBERNETES_SERVICE_HOST) {
+    const { KubernetesResolver, inCluster, loadKubeConfig } = await kubernetes();
+    if (inCluster()) return new KubernetesResolver({ kubeConfig: loadKubeConfig(null), log, registry });
+  }
   return new NoResolver();
 }
 

@@ -2,13 +2,17 @@
 // the values schema, what the rendered objects say, and every rendered object accepted by the real
 // kube-apiserver (server-side dry-run create with strict field validation), RBAC checked with
 // SubjectAccessReviews, Pod Security admission for both pods.
+import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { join } from 'node:path';
+import { loadYaml, type KubeConfig } from '@kubernetes/client-node';
 import { expect } from 'chai';
 import { AGENT_CLUSTER_ROLE_RULES } from '../../src/agent/enrich/kubernetes-rbac.js';
+import { summary as observeUsage } from '../../src/cli/observe.js';
+import { summary as statusUsage } from '../../src/cli/status.js';
 import { useCluster, uniqueName, type TestCluster } from '../k8s/cluster.js';
 import { requirePrerequisite } from '../setup.js';
-import { chart, HELM_PREREQ, haveHelm, helm, render, setArgs, type Obj } from './helm.js';
+import { chart, HELM_PREREQ, haveHelm, helm, render, repo, setArgs, type Obj } from './helm.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -86,6 +90,14 @@ describe('helm chart: lint, template, values schema', function () {
     expect(c.args[0]).to.equal('agent');
   });
 
+  it('priority classes: unset by default, rendered into each pod spec when set', function () {
+    const set = render(['agent.priorityClassName=system-node-critical', 'collector.priorityClassName=system-cluster-critical']);
+    expect(one(set, 'DaemonSet', 'agent').spec.template.spec.priorityClassName).to.equal('system-node-critical');
+    expect(one(set, 'Deployment', 'collector').spec.template.spec.priorityClassName).to.equal('system-cluster-critical');
+    const unset = render();
+    for (const w of [one(unset, 'DaemonSet', 'agent'), one(unset, 'Deployment', 'collector')]) expect(w.spec.template.spec).not.to.have.property('priorityClassName');
+  });
+
   it('privileged switch: privileged, no capability list', function () {
     const c = container(one(render(['agent.privileged=true']), 'DaemonSet'));
     expect(c.securityContext.privileged).to.equal(true);
@@ -161,6 +173,47 @@ describe('helm chart: lint, template, values schema', function () {
     const r = helm(['template', 'x', chart, ...setArgs(['collector.persistence.enabled=true', 'collector.replicas=2'])]);
     expect(r.status).to.not.equal(0);
     expect(r.stderr).to.match(/collector.persistence: more than one replica cannot share a ReadWriteOnce volume/);
+  });
+});
+
+/** Every leaf of values.yaml by its dotted path (lists and empty maps are leaves). */
+function leafKeys(node: unknown, prefix = ''): string[] {
+  if (node === null || typeof node !== 'object' || Array.isArray(node) || Object.keys(node).length === 0) return [prefix];
+  return Object.entries(node).flatMap(([k, v]) => leafKeys(v, prefix ? `${prefix}.${k}` : k));
+}
+
+/**
+ * The keys the README's values table documents. A cell lists keys in backticks: a dotted one is a
+ * full path (`a.b.{c,d}` expands), a bare one a sibling of the full path before it (`a.b` / `c`
+ * means a.b and a.c), or a top-level key when it comes first.
+ */
+function documentedKeys(readme: string): string[] {
+  const section = readme.slice(readme.indexOf('\n## Values\n'));
+  const table = section.slice(0, section.indexOf('\n## ', 1)).split('\n').filter((l) => l.startsWith('| `'));
+  return table.flatMap((row) => {
+    let parent = '';
+    return row.split('|')[1]!.match(/`[^`]+`/g)!.flatMap((tick) => {
+      const token = tick.slice(1, -1);
+      const brace = /^(.*)\{([^}]+)\}$/.exec(token);
+      const paths = brace ? brace[2]!.split(',').map((k) => brace[1] + k) : [token];
+      const full = token.includes('.') ? paths : paths.map((p) => (parent ? `${parent}.${p}` : p));
+      if (token.includes('.')) parent = full[0]!.split('.').slice(0, -1).join('.');
+      return full;
+    });
+  });
+}
+
+describe('chart README: the values table', function () {
+  it('documents every leaf key of values.yaml, and only keys that exist', function () {
+    const values = loadYaml(readFileSync(join(chart, 'values.yaml'), 'utf8'));
+    const leaves = leafKeys(values);
+    const documented = new Set(documentedKeys(readFileSync(join(chart, 'README.md'), 'utf8')));
+    expect(documented.size).to.be.greaterThan(20);
+    // A documented map covers what is under it (agent.resources: requests and limits).
+    const covered = (key: string) => key.split('.').some((_, i, parts) => documented.has(parts.slice(0, i + 1).join('.')));
+    expect(leaves.filter((k) => !covered(k)), 'values.yaml keys missing from charts/icmpwatch/README.md').to.deep.equal([]);
+    const exists = (key: string) => key.split('.').reduce<unknown>((node, k) => (node && typeof node === 'object' ? (node as Record<string, unknown>)[k] : undefined), values) !== undefined;
+    expect([...documented].filter((k) => !exists(k)), 'keys in the README that values.yaml does not have').to.deep.equal([]);
   });
 });
 
@@ -301,6 +354,60 @@ describe('helm chart on the real kube-apiserver (server-side dry run)', function
       expect(rejected, 'objects the API server refused').to.deep.equal([]);
     });
   }
+
+  /** NOTES.txt as `helm install` prints it (client-side dry run: nothing is created). */
+  function notes(sets: string[], ns: string, release: string): string {
+    const r = helm(['install', release, chart, '--namespace', ns, '--dry-run=client', '--kubeconfig', cluster.kubeconfigPath, ...setArgs(sets)]);
+    expect(r.status, r.stderr).to.equal(0);
+    const at = r.stdout.indexOf('\nNOTES:\n');
+    expect(at, 'a NOTES section').to.be.greaterThan(0);
+    return r.stdout.slice(at + '\nNOTES:\n'.length);
+  }
+
+  it("NOTES: kubectl logs of the agents, port-forward + icmpwatch observe, grpcurl, for this release's objects", function () {
+    const ns = 'watch';
+    const release = uniqueName('rel');
+    const sets = ['collector.grpcPort=5000'];
+    const text = notes(sets, ns, release);
+    const objs = render(sets, ns, release);
+    const ds = one(objs, 'DaemonSet', 'agent').metadata.name;
+    const svc = one(objs, 'Service', 'collector');
+    const grpc = svc.spec.ports.find((p: any) => p.name === 'grpc').port;
+    expect(grpc).to.equal(5000);
+    const lines = text.split('\n').map((l) => l.trim());
+    expect(lines).to.include(`kubectl -n ${ns} logs -f daemonset/${ds}`);
+    expect(lines).to.include(`kubectl -n ${ns} port-forward service/${svc.metadata.name} ${grpc}:${grpc}`);
+    // Every CLI command shown uses flags the CLI has, and the forwarded port.
+    const cli = lines.filter((l) => /^icmpwatch (observe|status) /.test(l));
+    expect(cli.filter((l) => l.startsWith('icmpwatch observe '))).to.have.length.greaterThan(0);
+    for (const line of cli) {
+      const usage = line.startsWith('icmpwatch observe ') ? observeUsage : statusUsage;
+      expect(line).to.include(`--server 127.0.0.1:${grpc}`);
+      for (const f of line.match(/--[a-z-]+/g)!) expect(usage, `${f} in \`${line}\``).to.include(f);
+    }
+    // The in-cluster CLI dials the address the agents are given.
+    const collectorArg = container(one(objs, 'DaemonSet')).args.find((a: string) => a.startsWith('--collector='));
+    expect(text).to.include(`observe --server ${collectorArg.slice('--collector='.length)} --follow`);
+    // grpcurl: methods of the Observer service, and a request body of SubscribeRequest's fields.
+    const grpcurl = lines.filter((l) => l.startsWith('grpcurl '));
+    expect(grpcurl).to.include(`grpcurl -plaintext 127.0.0.1:${grpc} list`);
+    const proto = readFileSync(join(repo, 'proto/icmpwatch/v1/observer.proto'), 'utf8');
+    const service = /service Observer \{([^}]*)\}/.exec(proto)![1]!;
+    const subscribeRequest = /message SubscribeRequest \{([^}]*)\}/.exec(proto)![1]!;
+    const methods = grpcurl.map((l) => / icmpwatch\.v1\.Observer\/(\w+)$/.exec(l)?.[1]).filter((m): m is string => Boolean(m));
+    expect(methods).to.include.members(['Subscribe', 'GetStatus']);
+    for (const m of methods) expect(service, `rpc ${m}`).to.match(new RegExp(`rpc ${m}\\(`));
+    const body = JSON.parse(/-d '([^']*)'/.exec(grpcurl.find((l) => l.includes('/Subscribe'))!)![1]!) as Record<string, unknown>;
+    for (const field of Object.keys(body)) expect(subscribeRequest, `SubscribeRequest.${field}`).to.match(new RegExp(`\\s${field} = \\d+;`));
+    for (const line of grpcurl) expect(line).to.include(`127.0.0.1:${grpc}`);
+  });
+
+  it('NOTES: only what is installed (no collector: no port-forward or grpcurl; no agents: no kubectl logs)', function () {
+    const agentOnly = notes(['collector.enabled=false'], 'watch', uniqueName('rel'));
+    expect(agentOnly).to.include('logs -f daemonset/').and.not.include('port-forward').and.not.include('grpcurl').and.not.include('icmpwatch observe');
+    const collectorOnly = notes(['agent.enabled=false'], 'watch', uniqueName('rel'));
+    expect(collectorOnly).to.include('port-forward').and.include('grpcurl').and.not.include('kubectl -n watch logs');
+  });
 
   it('Pod Security: the collector pod meets "restricted"; the agent pod is refused by "baseline", runs under "privileged"', async function () {
     const release = uniqueName('rel');

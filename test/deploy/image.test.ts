@@ -1,13 +1,18 @@
 // The Dockerfile, checked without a Docker engine: what it COPYs exists (and passes .dockerignore),
 // its build stage runs the Makefile's own steps, and the runtime stage's layout works: the image's
 // ENTRYPOINT runs from a copy of that layout, and the collector and the agent start from it with
-// the command lines the chart renders.
+// the command lines the chart renders; the agent as its pod would run (in-cluster service account
+// on the real kube-apiserver, the pod's capabilities only) enriches real pings end to end.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
+import { CoreV1Api, KubeConfig, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { expect } from 'chai';
+import { DemoNetwork } from '../../src/cli/demo-network.js';
+import { runCli } from '../cli/cli-runner.js';
+import { uniqueName, useCluster, type TestCluster } from '../k8s/cluster.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
 import { HELM_PREREQ, haveHelm, render, repo, type Obj } from './helm.js';
 
@@ -249,23 +254,31 @@ describe('Dockerfile', function () {
       expect(run(['collector', '--help']).stdout).to.match(/--listen/);
     });
 
+    /**
+     * The collector as the rendered Deployment starts it, as its user: --data-dir on a directory
+     * owned like the pod's volume (fsGroup), --listen rewritten to loopback (nothing leaves this host).
+     */
+    async function startRenderedCollector(dep: Obj): Promise<{ child: ChildProcess; output: () => string; grpcPort: number; metricsPort: number }> {
+      const pod = dep.spec.template.spec;
+      const c = pod.containers[0];
+      const port = (name: string) => c.ports.find((p: { name: string }) => p.name === name).containerPort as number;
+      const data = mkdtempSync(join(layout.root, 'data-'));
+      chownSync(data, pod.securityContext.runAsUser, pod.securityContext.fsGroup);
+      const mountPath = c.volumeMounts.find((m: { name: string }) => m.name === 'data').mountPath as string;
+      const args = (c.args as string[]).map((a) => a.replace(`=${mountPath}`, `=${data}`).replace(/^--listen=.*:(\d+)$/, '--listen=127.0.0.1:$1'));
+      expect(args).to.include(`--data-dir=${data}`).and.include(`--listen=127.0.0.1:${port('grpc')}`);
+      const { child, output } = start([...layout.entrypoint, ...args], { env: imageEnv(), uid: pod.securityContext.runAsUser, gid: pod.securityContext.runAsGroup });
+      await waitHttp(`http://127.0.0.1:${port('metrics')}/readyz`, child, output);
+      return { child, output, grpcPort: port('grpc'), metricsPort: port('metrics') };
+    }
+
     it("the collector starts with the rendered Deployment's args, as a non-root user, and serves gRPC and /readyz", async function () {
       requirePrerequisite(this, haveHelm, HELM_PREREQ);
       requirePrerequisite(this, isRoot, 'root (to run the collector as its chart user)');
       const [grpcPort, metricsPort] = [await freePort(), await freePort()];
       const dep = render([`collector.grpcPort=${grpcPort}`, `collector.metricsPort=${metricsPort}`]).find((o: Obj) => o.kind === 'Deployment')!;
-      const pod = dep.spec.template.spec;
-      const c = pod.containers[0];
-      // The data volume, as the pod would mount it: writable by the pod's user (fsGroup).
-      const data = join(layout.root, 'data');
-      mkdirSync(data);
-      chownSync(data, pod.securityContext.runAsUser, pod.securityContext.fsGroup);
-      const mountPath = c.volumeMounts.find((m: { name: string }) => m.name === 'data').mountPath as string;
-      const args = (c.args as string[]).map((a) => a.replace(`=${mountPath}`, `=${data}`));
-      expect(args).to.include(`--data-dir=${data}`);
-      const { child, output } = start([...layout.entrypoint, ...args], { uid: pod.securityContext.runAsUser, gid: pod.securityContext.runAsGroup });
+      const { child, output } = await startRenderedCollector(dep);
       try {
-        await waitHttp(`http://127.0.0.1:${metricsPort}/readyz`, child, output);
         const status = spawnSync(layout.entrypoint[0]!, ['status', '--server', `127.0.0.1:${grpcPort}`], { encoding: 'utf8' });
         expect(status.status, status.stdout + status.stderr).to.equal(0);
       } finally {
@@ -273,34 +286,201 @@ describe('Dockerfile', function () {
       }
     });
 
-    it("the agent starts with the rendered DaemonSet's args and env and becomes ready", async function () {
-      requirePrerequisite(this, haveHelm, HELM_PREREQ);
-      requirePrerequisite(this, isRoot, 'root (BPF)');
-      const metricsPort = await freePort();
-      const ds = render([`agent.metricsPort=${metricsPort}`]).find((o: Obj) => o.kind === 'DaemonSet')!;
-      const c = ds.spec.template.spec.containers[0];
-      let args = c.args as string[];
-      const help = spawnSync(layout.entrypoint[0]!, ['agent', '--help'], { encoding: 'utf8' }).stdout;
-      // The collector's Service name only resolves in a cluster; the agent retries it in the background.
-      if (!help.includes('--collector')) {
-        process.stderr.write('      note: this agent has no --collector flag yet; started without it\n');
-        args = args.filter((a) => !a.startsWith('--collector='));
-      }
-      const env: Record<string, string> = {};
-      for (const e of c.env as { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[]) {
-        const field = e.valueFrom?.fieldRef?.fieldPath;
-        env[e.name] = field === 'spec.nodeName' ? 'node-under-test' : field === 'metadata.namespace' ? 'icmpwatch' : '';
-      }
-      expect(env.NODE_NAME).to.equal('node-under-test');
-      const { child, output } = start([...layout.entrypoint, ...args], { env });
-      try {
-        await waitHttp(`http://127.0.0.1:${metricsPort}/readyz`, child, output);
-        const healthz = await fetch(`http://127.0.0.1:${metricsPort}/healthz`);
-        expect(healthz.status).to.equal(200);
-      } finally {
-        expect(await stop(child), output()).to.equal(0);
-      }
+    describe("the agent started as the rendered DaemonSet starts it, in-cluster, on the real kube-apiserver", function () {
+      this.timeout(120_000);
+      let cluster: TestCluster;
+      let net: DemoNetwork | undefined;
+      const cleanups: (() => Promise<unknown>)[] = [];
+
+      before(async function () {
+        requirePrerequisite(this, haveHelm, HELM_PREREQ);
+        requirePrerequisite(this, isRoot, 'root (BPF, network and mount namespaces)');
+        cluster = await useCluster(this);
+      });
+
+      after(async () => {
+        for (const c of cleanups.reverse()) await c().catch(() => undefined);
+        await net?.destroy();
+      });
+
+      it("enriches real pings between pods created through the API and streams them to the rendered collector; `icmpwatch observe` names both pods", async function () {
+        const admin = cluster.admin;
+        const objects = KubernetesObjectApi.makeApiClient(admin);
+        const core = admin.makeApiClient(CoreV1Api);
+        const release = uniqueName('rel');
+        const releaseNs = await cluster.namespace('deploy');
+        const [grpcPort, collectorMetrics, agentMetrics] = [await freePort(), await freePort(), await freePort()];
+        const objs = render([`collector.grpcPort=${grpcPort}`, `collector.metricsPort=${collectorMetrics}`, `agent.metricsPort=${agentMetrics}`], releaseNs, release);
+        const ds = objs.find((o) => o.kind === 'DaemonSet')!;
+        const podSpec = ds.spec.template.spec;
+        const c = podSpec.containers[0];
+
+        // The agent's identity, as `helm install` creates it.
+        for (const o of objs.filter((x) => ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding'].includes(x.kind))) {
+          await objects.create(o);
+          if (!o.metadata.namespace) cleanups.push(() => objects.delete(o));
+        }
+        // The token the kubelet would mount for the pod's ServiceAccount, from the TokenRequest API.
+        const tr = await core.createNamespacedServiceAccountToken({ name: podSpec.serviceAccountName, namespace: releaseNs, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
+        const token = tr.status!.token!;
+        const server = new URL(admin.getCurrentCluster()!.server);
+        const secrets = mkdtempSync(join(tmpdir(), 'icmpwatch-sa-'));
+        cleanups.push(async () => rmSync(secrets, { recursive: true, force: true }));
+        writeFileSync(join(secrets, 'token'), token);
+        writeFileSync(join(secrets, 'ca.crt'), Buffer.from(admin.getCurrentCluster()!.caData!, 'base64'));
+        writeFileSync(join(secrets, 'namespace'), releaseNs);
+        await untilAllowed(admin, server, token);
+
+        // Two "pods" in two namespaces: network namespaces here, Pod objects in the API with their IPs.
+        net = await DemoNetwork.create('routed');
+        const node = 'node-under-test';
+        const [nsA, nsB] = [await cluster.namespace('deploy-a'), await cluster.namespace('deploy-b')];
+        const pods = [
+          { name: 'pinger', namespace: nsA, demo: net.pod('a') },
+          { name: 'target', namespace: nsB, demo: net.pod('b') },
+        ];
+        for (const p of pods) {
+          // Its pause process: the agent finds a pod's network namespace through /proc/PID/ns/net.
+          const pause = spawn('ip', ['netns', 'exec', p.demo.netns, 'sleep', '600'], { stdio: 'ignore' });
+          cleanups.push(async () => pause.kill('SIGKILL'));
+          await core.createNamespacedPod({ namespace: p.namespace, body: { metadata: { name: p.name }, spec: { nodeName: node, containers: [{ name: 'c', image: 'busybox' }] } } });
+          cleanups.push(() => core.deleteNamespacedPod({ name: p.name, namespace: p.namespace, gracePeriodSeconds: 0 }));
+          const ips = [p.demo.ipv4, p.demo.ipv6];
+          const status = { phase: 'Running', podIP: ips[0], podIPs: ips.map((ip) => ({ ip })) };
+          await core.patchNamespacedPodStatus({ name: p.name, namespace: p.namespace, body: { status } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+        }
+
+        const collector = await startRenderedCollector(objs.find((o) => o.kind === 'Deployment')!);
+        cleanups.push(() => stop(collector.child));
+
+        // The container's command line: no `command`, so the image's ENTRYPOINT with the rendered
+        // args; the collector's Service name rewritten to the loopback collector.
+        expect(c.command).to.equal(undefined);
+        const collectorArg = (c.args as string[]).find((a) => a.startsWith('--collector='));
+        expect(collectorArg).to.equal(`--collector=${release}-icmpwatch-collector.${releaseNs}.svc:${grpcPort}`);
+        const args = (c.args as string[]).map((a) => (a === collectorArg ? `--collector=127.0.0.1:${grpcPort}` : a));
+        // The environment: the image's, the rendered env (downward API), and the kubelet's
+        // KUBERNETES_SERVICE_HOST/PORT. No --kubeconfig: the agent must find the service account.
+        const env: Record<string, string> = { ...imageEnv(), KUBERNETES_SERVICE_HOST: server.hostname, KUBERNETES_SERVICE_PORT: server.port };
+        for (const e of c.env as { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[]) {
+          const field = e.valueFrom?.fieldRef?.fieldPath;
+          const fields: Record<string, string> = { 'spec.nodeName': node, 'metadata.namespace': releaseNs };
+          if (field && !(field in fields)) throw new Error(`env ${e.name}: no value for fieldRef ${field}`);
+          env[e.name] = field ? fields[field]! : (e.value ?? '');
+        }
+        expect(args.some((a) => a.startsWith('--kubeconfig') || a.startsWith('--node-name'))).to.equal(false);
+
+        // The container's security context: its capabilities only (bounding, inheritable and ambient
+        // sets), no_new_privs (allowPrivilegeEscalation: false), root (runAsUser: 0).
+        const sc = c.securityContext;
+        expect(sc).to.deep.include({ privileged: false, allowPrivilegeEscalation: false, runAsUser: 0 });
+        expect(sc.capabilities.drop).to.deep.equal(['ALL']);
+        const rendered = (sc.capabilities.add as string[]).map((k) => `cap_${k.toLowerCase()}`);
+        // Only capabilities this test process holds can be passed on: what it lacks, the agent runs without.
+        const held = capabilities(readFileSync('/proc/self/status', 'utf8'), 'CapBnd');
+        const caps = rendered.filter((k) => held.includes(k));
+        const lacking = rendered.filter((k) => !held.includes(k));
+        if (lacking.length) process.stderr.write(`      note: this test process lacks ${lacking.join(', ')}; the agent runs without ${lacking.length > 1 ? 'them' : 'it'}\n`);
+        const capList = ['-all', ...caps.map((k) => `+${k.slice('cap_'.length)}`)].join(',');
+        const setpriv = ['setpriv', `--bounding-set=${capList}`, `--inh-caps=${capList}`, `--ambient-caps=${capList}`, '--no-new-privs', '--'];
+        const stash = mkdtempSync(join(tmpdir(), 'icmpwatch-hostrun-'));
+        cleanups.push(async () => rmSync(stash, { recursive: true, force: true }));
+        const agent = start(['unshare', '--mount', '--propagation', 'slave', '--', 'sh', '-euc', POD_MOUNTS, 'pod-mounts', secrets, stash, ...setpriv, ...layout.entrypoint, ...args], { env });
+        cleanups.push(() => stop(agent.child));
+
+        // Ready means the Kubernetes index synced (its reason is on /readyz until then).
+        await waitHttp(`http://127.0.0.1:${agentMetrics}/readyz`, agent.child, agent.output);
+        const status = readFileSync(`/proc/${agent.child.pid}/status`, 'utf8');
+        expect(capabilities(status, 'CapEff').sort(), 'the agent runs with the rendered capabilities only').to.deep.equal(caps.sort());
+        expect(/^NoNewPrivs:\s+1$/m.test(status), 'NoNewPrivs').to.equal(true);
+        const metrics = await (await fetch(`http://127.0.0.1:${agentMetrics}/metrics`)).text();
+        expect(metrics, 'the Kubernetes resolver runs').to.match(/^icmpwatch_k8s_index_addresses\{kind="pod"\} [1-9]/m);
+
+        for (const family of [4, 6] as const) await net.ping('a', 'b', family, ['-c', '2', '-i', '0.2']);
+
+        const [a, b] = pods;
+        const ours = (e: EventLine) => e.icmp?.name === `echo-request` && e.source.ip === a!.demo.ipv4 && e.destination.ip === b!.demo.ipv4;
+        let seen: EventLine[] = [];
+        const deadline = Date.now() + 20_000;
+        while (seen.length === 0) {
+          if (Date.now() > deadline) throw new Error(`observe never showed the pings:\nagent: ${agent.output().slice(-3000)}\ncollector: ${collector.output().slice(-2000)}`);
+          const r = await runCli(['observe', '--server', `127.0.0.1:${grpcPort}`, '-o', 'json', '--last', '1000']);
+          expect(r.code, r.stderr).to.equal(0);
+          seen = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as EventLine).filter(ours);
+          if (seen.length === 0) await new Promise((r) => setTimeout(r, 250));
+        }
+        // Seen where it arrived: in the target pod's namespace, found through its pause process (SYS_PTRACE).
+        expect(seen.map((e) => e.observation?.point)).to.include('destination');
+        for (const e of seen) {
+          expect(e.node).to.equal(node);
+          expect(e.source).to.deep.include({ namespace: nsA, pod: 'pinger', enrichment: 'resolved' });
+          expect(e.destination).to.deep.include({ namespace: nsB, pod: 'target', enrichment: 'resolved' });
+        }
+      });
     });
   });
 });
 
+interface EventLine {
+  node: string;
+  source: { ip: string; namespace?: string; pod?: string; enrichment?: string };
+  destination: { ip: string; namespace?: string; pod?: string; enrichment?: string };
+  icmp?: { name: string };
+  observation?: { point: string };
+}
+
+/**
+ * Inside a new mount namespace (slave, as HostToContainer): the pod's view of /var/run. A tmpfs
+ * hides the host's /run; the host's /run/netns comes back as the chart's hostPath mount, and the
+ * service-account directory is mounted read-only where the kubelet projects it. Nothing on the
+ * host changes. Then runs "$@".
+ */
+const POD_MOUNTS = `secrets=$1 stash=$2; shift 2
+mount --rbind /run "$stash"
+mount -t tmpfs -o mode=0755 pod-run /run
+mkdir -p /run/netns /run/secrets/kubernetes.io/serviceaccount
+mount --rbind "$stash/netns" /run/netns
+mount --bind -o ro "$secrets" /run/secrets/kubernetes.io/serviceaccount
+umount -l "$stash"
+exec "$@"`;
+
+/** Linux capabilities by bit number (linux/capability.h). */
+const CAPABILITIES = 'chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap linux_immutable net_bind_service net_broadcast net_admin net_raw ipc_lock ipc_owner sys_module sys_rawio sys_chroot sys_ptrace sys_pacct sys_admin sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm block_suspend audit_read perfmon bpf checkpoint_restore'.split(' ');
+
+/** Capability names (cap_bpf, ...) of one set in a /proc/PID/status text. */
+function capabilities(status: string, set: 'CapBnd' | 'CapEff'): string[] {
+  const mask = BigInt('0x' + new RegExp(`^${set}:\\s+(\\S+)$`, 'm').exec(status)![1]!);
+  return CAPABILITIES.filter((_, bit) => (mask >> BigInt(bit)) & 1n).map((name) => `cap_${name}`);
+}
+
+/** The image's ENV (runtime stage), as the container starts with it. */
+function imageEnv(): Record<string, string> {
+  const env: Record<string, string> = { PATH: process.env.PATH! };
+  for (const i of dockerfile.stages.at(-1)!.instructions.filter((x) => x.op === 'ENV')) {
+    for (const [, k, v] of i.args.matchAll(/(\w+)=(\S+)/g)) env[k!] = v!;
+  }
+  return env;
+}
+
+/** Waits until `token` may list pods (RBAC's cache has the new binding). */
+async function untilAllowed(admin: KubeConfig, server: URL, token: string): Promise<void> {
+  const kc = new KubeConfig();
+  const cluster = admin.getCurrentCluster()!;
+  kc.loadFromOptions({
+    clusters: [{ ...cluster, server: server.href.replace(/\/$/, '') }],
+    users: [{ name: 'sa', token }],
+    contexts: [{ name: 'sa', cluster: cluster.name, user: 'sa' }],
+    currentContext: 'sa',
+  });
+  const core = kc.makeApiClient(CoreV1Api);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await core.listPodForAllNamespaces({ limit: 1 });
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`the agent's token never got read access: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}

@@ -105,5 +105,5 @@ build_kube_apiserver() {
 
 build_etcd
 build_kube_apiserver
-"$LINK_DIR/etcd" --version | head -1 >&2
+"$LINK_DIR/etcd" --version | sed -n 1p >&2  # sed reads to the end: no SIGPIPE under pipefail
 "$LINK_DIR/kube-apiserver" --version >&2

@@ -54,10 +54,21 @@ export async function useCluster(ctx: Context): Promise<TestCluster> {
   }
 }
 
+/** Set when this run started the control plane (not when it found one up): it stops it at the end. */
+let startedByThisRun = false;
+
+// A root-level hook: nothing this run started outlives it (a developer's `make k8s-up` stays up).
+after(async function () {
+  if (!startedByThisRun) return;
+  this.timeout(60_000);
+  await run(join(repo, 'test/k8s/down.sh'));
+});
+
 async function start(): Promise<TestCluster> {
-  const { stdout } = await run(join(repo, 'test/k8s/up.sh'), { timeout: 20 * 60_000, maxBuffer: 16 << 20 }).catch((err: Error & { stderr?: string }) => {
+  const { stdout, stderr } = await run(join(repo, 'test/k8s/up.sh'), { timeout: 20 * 60_000, maxBuffer: 16 << 20 }).catch((err: Error & { stderr?: string }) => {
     throw new Error(`test/k8s/up.sh failed: ${err.message}\n${err.stderr?.split('\n').slice(-20).join('\n') ?? ''}`);
   });
+  startedByThisRun = !stderr.includes('already up and ready');
   const kubeconfigPath = stdout.trim();
   const admin = new KubeConfig();
   admin.loadFromFile(kubeconfigPath);

@@ -22,7 +22,7 @@ our_pid() {
   [[ -f "$f" ]] || return 1
   pid="$(<"$f")"
   [[ "$pid" =~ ^[0-9]+$ ]] && [[ -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1 | grep -qx -- "$BIN/$1" || return 1
+  tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 1p | grep -qx -- "$BIN/$1" || return 1
   printf '%s\n' "$pid"
 }
 

@@ -23,7 +23,7 @@ import { DemoNetwork } from '../../../src/cli/demo-network.js';
 import { icmpwatch } from '../../../src/common/proto.js';
 import { ApiProxy, stopApiServer, uniqueName, useCluster, via, writeKubeConfig, type TestCluster } from '../../k8s/cluster.js';
 import { isRoot, requirePrerequisite } from '../../setup.js';
-import { startAgent } from '../harness.js';
+import { startAgent, type RunningAgent } from '../harness.js';
 
 const { Enrichment, EndpointKind: Kind } = icmpwatch.v1;
 const log = pino({ level: process.env.ICMPWATCH_TEST_LOG ?? 'silent' });
@@ -268,6 +268,32 @@ describe('kubernetes resolver (real kube-apiserver)', function () {
     expect(resolver.resolve(ip2).pod).to.equal('b');
   });
 
+  it('never names an address by a Succeeded or Failed pod, also one first seen already finished', async () => {
+    await pod('completed', { ips: ['10.244.8.1'], phase: 'Succeeded' });
+    await pod('crashed', { ips: ['10.244.8.2', 'fd00:244:8::2'], phase: 'Failed' });
+    await pod('finishing', { ips: ['10.244.8.3'] });
+    await until(() => resolver.resolve('10.244.8.3').pod === 'finishing');
+    await setPodStatus('finishing', { phase: 'Failed', ips: ['10.244.8.3'] });
+    // Watch events arrive in order: once a later pod is named, the finished ones were seen.
+    await pod('marker', { ips: ['10.244.8.9'] });
+    await until(() => resolver.resolve('10.244.8.9').pod === 'marker');
+    for (const ip of ['10.244.8.1', '10.244.8.2', 'fd00:244:8::2']) expect(resolver.resolve(ip), ip).to.deep.include({ kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: Enrichment.ENRICHMENT_UNKNOWN });
+    // A pod that finished while known goes as a deleted one does: after the grace period.
+    await until(() => resolver.resolve('10.244.8.3').kind === Kind.ENDPOINT_KIND_EXTERNAL, 5000);
+
+    // A resolver that starts now lists all of them already finished.
+    const fresh = new KubernetesResolver({ kubeConfig: agentKc, log, timing: fast });
+    try {
+      await until(() => fresh.notReadyReason() === null);
+      expect(fresh.resolve('10.244.8.9').pod).to.equal('marker');
+      for (const ip of ['10.244.8.1', '10.244.8.2', 'fd00:244:8::2', '10.244.8.3']) {
+        expect(fresh.resolve(ip), ip).to.deep.equal({ ip, kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: Enrichment.ENRICHMENT_UNKNOWN });
+      }
+    } finally {
+      fresh.close();
+    }
+  });
+
   it('keeps a deleted pod resolvable for the grace period, then forgets it', async () => {
     const ip = '10.244.4.2';
     await pod('leaving', { ips: [ip] });
@@ -358,7 +384,8 @@ describe('kubernetes resolver (real kube-apiserver)', function () {
 
     before(async function () {
       requirePrerequisite(this, isRoot, 'root (BPF, network namespaces)');
-      net = await DemoNetwork.create('routed');
+      // c has no Pod object: an address the cluster does not know.
+      net = await DemoNetwork.create('routed', 3);
       dir = mkdtempSync(join(tmpdir(), 'icmpwatch-k8s-'));
     });
 
@@ -397,6 +424,76 @@ describe('kubernetes resolver (real kube-apiserver)', function () {
         await run.stop();
       }
     });
+
+    /** Pings a -> b (IPv4) once and returns the echo request's first event. */
+    async function pingOnce(run: RunningAgent, to = 'b'): Promise<icmpwatch.v1.IEvent> {
+      run.mark();
+      const [src, dst] = [net.pod('a').ipv4, net.pod(to).ipv4];
+      await net.ping('a', to, 4, ['-c', '1', '-W', '1']);
+      const [req] = await run.waitFor((ev) => ev.icmp?.type === 8 && ev.source?.ip === src && ev.destination?.ip === dst);
+      return req;
+    }
+
+    it('says PENDING before the first sync and UNKNOWN for an address the cluster does not name', async function () {
+      this.timeout(60_000);
+      await pod('early-a', { ips: [net.pod('a').ipv4] });
+      await pod('early-b', { ips: [net.pod('b').ipv4] });
+      // The API server is unreachable when the agent starts: capture must not wait for it.
+      const proxy = open(await ApiProxy.start(agentKc.getCurrentCluster()!.server));
+      proxy.cut();
+      const run = await startAgent({ kubeconfig: writeKubeConfig(via(agentKc, proxy.url), join(dir, 'kubeconfig-proxy')) });
+      try {
+        expect(run.agent.notReadyReason()).to.match(/not synced yet/);
+        const early = await pingOnce(run);
+        for (const end of [early.source, early.destination]) {
+          expect(end?.enrichment).to.equal(Enrichment.ENRICHMENT_PENDING);
+          expect(end?.pod ?? '').to.equal('');
+          expect(end?.kind ?? Kind.ENDPOINT_KIND_UNSPECIFIED).to.equal(Kind.ENDPOINT_KIND_UNSPECIFIED);
+        }
+        proxy.restore();
+        await until(() => run.agent.notReadyReason() === null, 40_000);
+        const named = await pingOnce(run);
+        expect(named.source).to.deep.include({ pod: 'early-a', enrichment: Enrichment.ENRICHMENT_RESOLVED });
+        expect(named.destination).to.deep.include({ pod: 'early-b', enrichment: Enrichment.ENRICHMENT_RESOLVED });
+        // c's address is in no Pod, Node or Service: external, and known to be unknown.
+        const outside = await pingOnce(run, 'c');
+        expect(outside.source?.pod).to.equal('early-a');
+        expect(outside.destination).to.deep.include({ kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: Enrichment.ENRICHMENT_UNKNOWN });
+      } finally {
+        await run.stop();
+      }
+    });
+
+    it('keeps naming both ends, marked STALE, while the kube-apiserver is down, and RESOLVED after it restarts', async function () {
+      this.timeout(90_000);
+      await pod('steady-a', { ips: [net.pod('a').ipv4] });
+      await pod('steady-b', { ips: [net.pod('b').ipv4] });
+      const run = await startAgent({ kubeconfig: writeKubeConfig(agentKc, join(dir, 'kubeconfig')) });
+      try {
+        await until(() => run.agent.notReadyReason() === null, 10_000);
+        const before = await pingOnce(run);
+        expect(before.source).to.deep.include({ pod: 'steady-a', enrichment: Enrichment.ENRICHMENT_RESOLVED });
+        expect(before.destination).to.deep.include({ pod: 'steady-b', enrichment: Enrichment.ENRICHMENT_RESOLVED });
+
+        const restart = await stopApiServer(cluster.admin);
+        try {
+          // The agent's watches end with the process; from then on it answers from memory, marked stale.
+          const during = await untilEvent(() => pingOnce(run), (ev) => ev.source?.enrichment === Enrichment.ENRICHMENT_STALE, 15_000);
+          expect(during.source).to.deep.include({ namespace: ns, pod: 'steady-a', kind: Kind.ENDPOINT_KIND_POD });
+          expect(during.destination).to.deep.include({ namespace: ns, pod: 'steady-b', enrichment: Enrichment.ENRICHMENT_STALE });
+          // Still flowing, still stale, a while into the outage.
+          await sleep(1000);
+          expect((await pingOnce(run)).destination).to.deep.include({ pod: 'steady-b', enrichment: Enrichment.ENRICHMENT_STALE });
+        } finally {
+          await restart();
+        }
+        const after = await untilEvent(() => pingOnce(run), (ev) => ev.destination?.enrichment === Enrichment.ENRICHMENT_RESOLVED, 45_000);
+        expect(after.source).to.deep.include({ pod: 'steady-a', enrichment: Enrichment.ENRICHMENT_RESOLVED });
+        expect(after.destination).to.deep.include({ pod: 'steady-b' });
+      } finally {
+        await run.stop();
+      }
+    });
   });
 });
 
@@ -406,6 +503,17 @@ async function expectStatus(call: Promise<unknown>, status: number): Promise<voi
     (e: { code?: number }) => e,
   );
   expect(err?.code, `expected HTTP ${status}`).to.equal(status);
+}
+
+/** Repeats `next` (a ping round) until the event it returns matches. */
+async function untilEvent(next: () => Promise<icmpwatch.v1.IEvent>, match: (ev: icmpwatch.v1.IEvent) => boolean, timeoutMs: number): Promise<icmpwatch.v1.IEvent> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const ev = await next();
+    if (match(ev)) return ev;
+    if (Date.now() > end) throw new Error(`no matching event within ${timeoutMs} ms; last: ${JSON.stringify(ev)}`);
+    await sleep(200);
+  }
 }
 
 async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
