@@ -16,21 +16,17 @@
 // /metrics, and its stdout lines counted by test/bench/linesink.c.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, totalmem } from 'node:os';
+import { loadavg } from 'node:os';
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { CACHE, NODE, QUICK, ROOT, int, machine, publish } from './report.js';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..');
-const CACHE = join(ROOT, '.cache/bench');
 const LOGS = join(CACHE, 'logs');
 const OBJECT = join(ROOT, 'build/bpf/icmpwatch.bpf.o');
-const NODE = join(ROOT, 'node_modules/node/bin/node');
-const QUICK = process.env.QUICK === '1' || process.argv.includes('--quick');
 const RING_BYTES = 4 * 1024 * 1024; // the agent's default --ring-bytes
 const CONSUMER_CPU = '0';
 const SENDER_CPU = '1';
@@ -746,7 +742,6 @@ function log(msg: string): void {
 }
 const k = (n: number) => (n === 0 ? 'max' : `${n / 1000}k`);
 const f = (n: number | null | undefined, d = 0) => (n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(d));
-const int = (n: number | null | undefined) => (n === null || n === undefined ? '-' : Math.round(n).toLocaleString('en-US'));
 
 function formatRow(r: Row): string {
   return `${r.topology} ${k(r.offeredEvents).padStart(4)} ${r.consumer.padEnd(8)} sent ${int(r.requests)} at ${int(r.requestRate)} req/s ` +
@@ -807,18 +802,8 @@ function floodTable(rows: FloodRow[]): string {
   return out.join('\n');
 }
 
-function machine(): Record<string, string> {
-  const mem = `${(totalmem() / 2 ** 30).toFixed(1)} GiB`;
-  return {
-    date: new Date().toISOString(),
-    nproc: String(cpus().length),
-    memory: mem,
-    kernel: execFileSync('uname', ['-r']).toString().trim(),
-    cpu: cpus()[0]?.model ?? '?',
-    node: execFileSync(NODE, ['--version']).toString().trim(),
-    libbpf: execFileSync('dpkg-query', ['-W', '-f=${Version}', 'libbpf1']).toString().trim(),
-    bpftrace: bpftraceAvailable ? execFileSync('bpftrace', ['--version']).toString().trim() : 'no bpftrace',
-  };
+function machineWithBpftrace(): Record<string, string> {
+  return { ...machine(), bpftrace: bpftraceAvailable ? execFileSync('bpftrace', ['--version']).toString().trim() : 'no bpftrace' };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -882,7 +867,7 @@ async function main(): Promise<void> {
   log(`icmpwatch bench (${QUICK ? 'quick' : 'full'}); load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
   if (load0[0]! > 1) log('WARNING: load average above 1 at start: other work is running, numbers will be noisy');
   await prepare();
-  const info = machine();
+  const info = machineWithBpftrace();
   const rows: Row[] = [];
   const none = new Map<string, Row>();
   const floods: FloodRow[] = [];
@@ -936,23 +921,7 @@ async function main(): Promise<void> {
     floodTable(floods),
     '',
   ].join('\n');
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  writeFileSync(join(CACHE, `results-${stamp}.json`), JSON.stringify({ info, load0, load1, quick: QUICK, rows, floods }, null, 2));
-  writeFileSync(join(CACHE, 'latest.md'), md);
-  process.stdout.write(`\n${md}\n`);
-  if (!QUICK) {
-    const path = join(ROOT, 'BENCHMARKS.md');
-    const begin = '<!-- bench:capture:begin (written by make bench) -->';
-    const end = '<!-- bench:capture:end -->';
-    const doc = existsSync(path) ? readFileSync(path, 'utf8') : '';
-    const i = doc.indexOf(begin);
-    const j = doc.indexOf(end);
-    if (i >= 0 && j > i) {
-      writeFileSync(path, `${doc.slice(0, i + begin.length)}\n${md}\n${doc.slice(j)}`);
-      log('raw results written into BENCHMARKS.md');
-    } else log(`BENCHMARKS.md has no ${begin} block; results are in ${CACHE}/latest.md`);
-  }
-  log(`raw data: ${CACHE}/results-${stamp}.json`);
+  publish('capture', md, { info, load0, load1, quick: QUICK, rows, floods });
 }
 
 main().then(

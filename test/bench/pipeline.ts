@@ -1,0 +1,357 @@
+// `make bench`, items 3 and 5: the path after capture, with the real processes.
+//   ingest:     N agents at once (CollectorExporter, the agent's own exporter, in one helper process,
+//               publishing synthetic events as fast as their buffers take them) -> the collector
+//               (`icmpwatch collector`): events/s stored, collector CPU per event, its memory.
+//   end to end: pings between two demo pods (icmpgen, paced) -> the real agent (tracepoint) ->
+//               collector -> S subscribers (Subscribe follow, in one helper process): events each
+//               subscriber got of those the agent exported, lost notices, and latency from the
+//               kernel's timestamp of the packet to receipt by a subscriber (p50/p99/max).
+//
+//   tsx test/bench/pipeline.ts           full run; writes its block of BENCHMARKS.md
+//   QUICK=1 tsx test/bench/pipeline.ts   fewer, shorter steps
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Registry } from 'prom-client';
+import { CollectorExporter } from '../../src/agent/export/exporter.js';
+import { DemoNetwork } from '../../src/cli/demo-network.js';
+import { ObserverClient } from '../../src/common/grpc/clients.js';
+import { icmpwatch } from '../../src/common/proto.js';
+import { silentLog } from '../collector/harness.js';
+import { CACHE, NODE, QUICK, ROOT, fixed, header, int, log, machine, percentile, publish } from './report.js';
+
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const SELF = join(ROOT, 'test/bench/pipeline.ts');
+const CLI = join(ROOT, 'bin/icmpwatch');
+
+const INGEST_AGENTS = QUICK ? [1, 4] : [1, 4, 8];
+const INGEST_EVENTS = QUICK ? 100_000 : 400_000; // in all, split between the agents
+const E2E_SUBSCRIBERS = QUICK ? [1, 10] : [1, 10, 50];
+const E2E_RATES = QUICK ? [20_000] : [10_000, 25_000, 50_000]; // events/s: requests + replies
+const E2E_SECONDS = QUICK ? 3 : 5;
+
+// ---------------------------------------------------------------------------------------------
+// Processes measured from outside
+
+const children = new Set<ChildProcess>();
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+/** User + system CPU seconds of a process, all threads. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  const ticks = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+  return (Number(fields[11]) + Number(fields[12])) / ticks;
+}
+
+function rssMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function metrics(port: number): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+    if (m) out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
+
+async function waitReady(child: ChildProcess, port: number, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false))) {
+    if (child.exitCode !== null) throw new Error(`${what} exited ${child.exitCode}`);
+    if (Date.now() > deadline) throw new Error(`${what} not ready within 30 s`);
+    await sleep(100);
+  }
+}
+
+let nextPort = 21000 + (process.pid % 1000) * 8;
+async function startCollector(): Promise<{ child: ChildProcess; address: string; metricsPort: number }> {
+  const port = nextPort++;
+  const metricsPort = nextPort++;
+  const child = track(spawn(CLI, ['collector', '--listen', `127.0.0.1:${port}`, '--metrics-addr', `127.0.0.1:${metricsPort}`,
+    '--history-events', '1000000', '--subscriber-queue', '10000'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: ROOT }));
+  await waitReady(child, metricsPort, 'collector');
+  return { child, address: `127.0.0.1:${port}`, metricsPort };
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, sleep(10_000)]);
+  if (child.exitCode === null) child.kill('SIGKILL');
+}
+
+/** Runs this file in a child (`--role ...`), which prints one JSON line when done. */
+function helper<T>(args: string[]): { child: ChildProcess; started: Promise<unknown>; result: Promise<T> } {
+  const child = track(spawn(NODE, ['--import', 'tsx', SELF, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] }));
+  let out = '';
+  const started = new Promise((resolve) => child.stdout!.once('data', resolve));
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const result = new Promise<T>((resolve, reject) =>
+    child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!) as T) : reject(new Error(`${args[1]} helper exited ${code}`)))),
+  );
+  return { child, started, result };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 5: collector ingest from several agents
+
+interface AgentsResult {
+  elapsedS: number;
+  dropped: number;
+  unacked: number;
+}
+
+/** Role `agents`: K exporters publishing `total` synthetic events between them, then closing. */
+async function runAgents(address: string, agents: number, total: number): Promise<AgentsResult> {
+  const per = Math.floor(total / agents);
+  const exporters = Array.from({ length: agents }, (_, k) => new CollectorExporter({
+    address, node: `bench-node-${k}`, hook: icmpwatch.v1.Hook.HOOK_TP_BTF, symbol: 'netif_receive_skb', log: silentLog,
+    registry: new Registry(), maxBufferedEvents: 100_000, maxBufferedBytes: 64 << 20, batchSize: 500, batchDelayMs: 100,
+    counters: () => ({ events: 0, lost: 0, malformed: 0, suppressed: 0 }),
+  }));
+  const now = Date.now();
+  const start = performance.now();
+  const published = new Array<number>(agents).fill(0);
+  while (published.some((n) => n < per)) {
+    for (let k = 0; k < agents; k++) {
+      const ex = exporters[k]!;
+      // Like the agent: publish never waits; here the producer stays below the buffer's bound.
+      for (let i = 0; i < 1000 && published[k]! < per && ex.state().bufferedEvents < 50_000; i++) {
+        const seq = ++published[k]!;
+        ex.publish({
+          time: { seconds: Math.floor(now / 1000), nanos: (seq % 1_000_000) * 1000 },
+          node: `bench-node-${k}`,
+          family: icmpwatch.v1.Family.FAMILY_IPV4,
+          source: { ip: '10.1.0.2', namespace: 'bench', pod: 'pod-a', enrichment: icmpwatch.v1.Enrichment.ENRICHMENT_RESOLVED },
+          destination: { ip: '10.2.0.2', namespace: 'bench', pod: 'pod-b', enrichment: icmpwatch.v1.Enrichment.ENRICHMENT_RESOLVED },
+          icmp: { type: 8, code: 0, id: 4242, seq: seq & 0xffff },
+          ttl: 63,
+          length: 84,
+          observation: { hook: icmpwatch.v1.Hook.HOOK_TP_BTF, point: icmpwatch.v1.ObservationPoint.OBSERVATION_POINT_DESTINATION },
+          sequence: seq,
+        });
+      }
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  await Promise.all(exporters.map((ex) => ex.close(120_000)));
+  const states = exporters.map((ex) => ex.state());
+  return {
+    elapsedS: (performance.now() - start) / 1000,
+    dropped: states.reduce((s, x) => s + x.droppedEvents, 0),
+    unacked: states.reduce((s, x) => s + x.bufferedEvents, 0),
+  };
+}
+
+interface IngestRow {
+  agents: number;
+  events: number;
+  stored: number;
+  elapsedS: number;
+  eventsPerS: number;
+  collectorCpuS: number;
+  collectorUsPerEvent: number;
+  collectorHwmMb: number;
+  dropped: number;
+}
+
+async function ingest(agents: number): Promise<IngestRow> {
+  const collector = await startCollector();
+  try {
+    const cpu0 = cpuSeconds(collector.child.pid!);
+    const m0 = await metrics(collector.metricsPort);
+    const r = await helper<AgentsResult>(['--role', 'agents', collector.address, String(agents), String(INGEST_EVENTS)]).result;
+    const m1 = await metrics(collector.metricsPort);
+    const cpu = cpuSeconds(collector.child.pid!) - cpu0;
+    const stored = m1.icmpwatch_collector_events_stored_total! - (m0.icmpwatch_collector_events_stored_total ?? 0);
+    return {
+      agents, events: INGEST_EVENTS - (INGEST_EVENTS % agents), stored, elapsedS: r.elapsedS, eventsPerS: stored / r.elapsedS,
+      collectorCpuS: cpu, collectorUsPerEvent: (cpu * 1e6) / stored, collectorHwmMb: rssMb(collector.child.pid!), dropped: r.dropped + r.unacked,
+    };
+  } finally {
+    await stop(collector.child);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 3: kernel -> agent -> collector -> subscribers
+
+interface SubscribersResult {
+  received: number[];
+  lostNotices: number;
+  lostEvents: number;
+  latencyMs: { p50: number; p99: number; max: number; samples: number };
+}
+
+/**
+ * Role `subscribers`: S follow streams; counts each one's events between the two pod addresses
+ * and, on the first stream, the latency from the event's kernel time to receipt. Ends on SIGTERM.
+ */
+async function runSubscribers(address: string, count: number, ips: string[]): Promise<SubscribersResult> {
+  const client = new ObserverClient(address);
+  const received = new Array<number>(count).fill(0);
+  const latencies: number[] = [];
+  let lostNotices = 0;
+  let lostEvents = 0;
+  const ours = new Set(ips);
+  const streams = Array.from({ length: count }, (_, i) => {
+    const stream = client.subscribe({ follow: true });
+    stream.on('data', (r: icmpwatch.v1.ISubscribeResponse) => {
+      if (r.lostEvents) {
+        lostNotices++;
+        lostEvents += Number(r.lostEvents.count ?? 0);
+      }
+      const e = r.event;
+      if (!e || !ours.has(e.source?.ip ?? '') || !ours.has(e.destination?.ip ?? '')) return;
+      received[i]!++;
+      if (i === 0) {
+        const t = Number(e.time!.seconds) * 1000 + (e.time!.nanos ?? 0) / 1e6;
+        latencies.push(performance.timeOrigin + performance.now() - t);
+      }
+    });
+    stream.on('error', () => {});
+    return stream;
+  });
+  process.stdout.write('{"ready":true}\n');
+  await new Promise((r) => process.once('SIGTERM', r));
+  for (const s of streams) s.cancel();
+  latencies.sort((a, b) => a - b);
+  return {
+    received,
+    lostNotices,
+    lostEvents,
+    latencyMs: { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies[latencies.length - 1] ?? NaN, samples: latencies.length },
+  };
+}
+
+interface EndToEndRow {
+  subscribers: number;
+  offeredEventsPerS: number;
+  achievedEventsPerS: number;
+  agentEvents: number;
+  minReceived: number;
+  maxReceived: number;
+  lostNotices: number;
+  latency: SubscribersResult['latencyMs'];
+  agentUsPerEvent: number;
+  collectorUsPerEvent: number;
+}
+
+async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: number): Promise<EndToEndRow> {
+  const [a, b] = [net.pod('a'), net.pod('b')];
+  const collector = await startCollector();
+  const agentMetrics = nextPort++;
+  const agent = track(spawn(CLI, ['agent', '--probe', 'tracepoint', '--collector', collector.address, '--log-format', 'json',
+    '--events-per-second', '0', '--metrics-addr', `127.0.0.1:${agentMetrics}`, '--node-name', 'bench'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: ROOT }));
+  const subs = helper<SubscribersResult>(['--role', 'subscribers', collector.address, String(subscribers), a.ipv4, b.ipv4]);
+  try {
+    await waitReady(agent, agentMetrics, 'agent');
+    await subs.started; // its streams are open
+    await sleep(500);
+    const agentCpu0 = cpuSeconds(agent.pid!);
+    const collectorCpu0 = cpuSeconds(collector.child.pid!);
+    const e0 = (await metrics(agentMetrics)).icmpwatch_agent_events_total ?? 0;
+    const requests = Math.round((eventsPerS / 2) * E2E_SECONDS);
+    const out = await net.exec(a.netns, [join(CACHE, 'icmpgen'), '-d', b.ipv4, '-n', String(requests), '-r', String(eventsPerS / 2), '-i', '7000'], 120_000);
+    const gen = JSON.parse(out.stdout.trim().split('\n').pop()!) as { sent: number; rate: number };
+    await sleep(1500); // hold time, batching, fan-out
+    const agentEvents = ((await metrics(agentMetrics)).icmpwatch_agent_events_total ?? 0) - e0;
+    const agentCpu = cpuSeconds(agent.pid!) - agentCpu0;
+    const collectorCpu = cpuSeconds(collector.child.pid!) - collectorCpu0;
+    subs.child.kill('SIGTERM');
+    const r = await subs.result;
+    return {
+      subscribers,
+      offeredEventsPerS: eventsPerS,
+      achievedEventsPerS: gen.rate * 2,
+      agentEvents,
+      minReceived: Math.min(...r.received),
+      maxReceived: Math.max(...r.received),
+      lostNotices: r.lostNotices,
+      latency: r.latencyMs,
+      agentUsPerEvent: (agentCpu * 1e6) / Math.max(1, agentEvents),
+      collectorUsPerEvent: (collectorCpu * 1e6) / Math.max(1, agentEvents),
+    };
+  } finally {
+    subs.result.catch(() => {}); // failed already, or killed here
+    if (subs.child.exitCode === null) subs.child.kill('SIGKILL');
+    await stop(agent);
+    await stop(collector.child);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench needs root (BPF, network namespaces)');
+  const load0 = loadavg();
+  mkdirSync(CACHE, { recursive: true });
+  if (!existsSync(join(CACHE, 'icmpgen'))) await run('cc', ['-O2', '-Wall', '-o', join(CACHE, 'icmpgen'), join(ROOT, 'test/bench/icmpgen.c')]);
+
+  const ingestRows: IngestRow[] = [];
+  for (const agents of INGEST_AGENTS) {
+    log(`ingest: ${agents} agent(s), ${int(INGEST_EVENTS)} events`);
+    ingestRows.push(await ingest(agents));
+  }
+  const e2eRows: EndToEndRow[] = [];
+  const net = await DemoNetwork.create('routed', 2);
+  try {
+    for (const subscribers of E2E_SUBSCRIBERS) {
+      for (const rate of E2E_RATES) {
+        log(`end to end: ${subscribers} subscriber(s) at ${int(rate)} events/s`);
+        e2eRows.push(await endToEnd(net, subscribers, rate));
+      }
+    }
+  } finally {
+    await net.destroy();
+  }
+
+  const md = [
+    header('test/bench/pipeline.ts', machine(), load0),
+    '',
+    `#### Collector ingest: agents streaming at once (${int(INGEST_EVENTS)} synthetic events in all, the agent's exporter, batches of 500)`,
+    '',
+    '| agents | events stored | of sent | seconds | events/s | collector CPU us/event | collector peak RSS (MiB) |',
+    '|---:|---:|---:|---:|---:|---:|---:|',
+    ...ingestRows.map((r) => `| ${r.agents} | ${int(r.stored)} | ${int(r.events)} | ${fixed(r.elapsedS, 2)} | ${int(r.eventsPerS)} | ${fixed(r.collectorUsPerEvent, 2)} | ${fixed(r.collectorHwmMb)} |`),
+    '',
+    `#### End to end: kernel -> agent -> collector -> subscribers (routed demo pods, icmpgen paced for ${E2E_SECONDS} s; latency from the packet's kernel timestamp to receipt)`,
+    '',
+    '| subscribers | offered events/s | achieved | agent events | each subscriber got (min-max) | lost notices | p50 ms | p99 ms | max ms | agent CPU us/event | collector CPU us/event |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...e2eRows.map((r) => `| ${r.subscribers} | ${int(r.offeredEventsPerS)} | ${int(r.achievedEventsPerS)} | ${int(r.agentEvents)} | ${int(r.minReceived)}-${int(r.maxReceived)} | ${r.lostNotices} | ` +
+      `${fixed(r.latency.p50)} | ${fixed(r.latency.p99)} | ${fixed(r.latency.max)} | ${fixed(r.agentUsPerEvent, 2)} | ${fixed(r.collectorUsPerEvent, 2)} |`),
+  ].join('\n');
+  publish('pipeline', md, { load0, ingestRows, e2eRows });
+}
+
+function exitWith(p: Promise<unknown>): void {
+  p.then(
+    (value) => {
+      if (value !== undefined) process.stdout.write(`${JSON.stringify(value)}\n`);
+      process.exit(0);
+    },
+    (err: Error) => {
+      process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`);
+      for (const c of children) c.kill('SIGKILL');
+      process.exit(1);
+    },
+  );
+}
+
+const [flag, role, ...args] = process.argv.slice(2);
+if (flag === '--role' && role === 'agents') exitWith(runAgents(args[0]!, Number(args[1]), Number(args[2])));
+else if (flag === '--role' && role === 'subscribers') exitWith(runSubscribers(args[0]!, Number(args[1]), args.slice(2)));
+else exitWith(main().then(() => undefined));
