@@ -150,11 +150,14 @@ static __always_inline void emit(struct icmpw_event *e)
 		return;
 	}
 	/*
-	 * Wake the reader only for the first record after it drained, or when a batch is pending:
-	 * a wake-up per record costs the sending workload ~10x more (shared/notes/kernel.md).
+	 * Wake the reader only for the first record after it drained, and for the one that makes the
+	 * backlog cross wakeup_bytes: a wake-up per record costs the sending workload ~10x more
+	 * (shared/notes/kernel.md). Waking for every record past the threshold cost 5 us per record
+	 * here while the reader slept between drains (BENCHMARKS.md).
 	 */
 	pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	flags = (pending == 0 || pending >= ctl->wakeup_bytes) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	flags = (pending == 0 || (pending < ctl->wakeup_bytes && pending + sizeof(*e) + 8 >= ctl->wakeup_bytes)) ?
+		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&events, e, sizeof(*e), flags))
 		count(ICMPW_C_RING_FULL);
 	else

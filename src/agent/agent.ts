@@ -160,8 +160,14 @@ export class Agent {
     registers: [],
   });
 
+  /** The counter's children by family, looked up once: labels() hashes its arguments on every call. */
+  private readonly reportedByFamily = new Map<string, ReturnType<Counter['labels']>>();
+
   private deliver(ev: icmpwatch.v1.IEvent): void {
-    this.reported.labels(this.probe.hook, familyOf(ev) ?? 'unspecified').inc();
+    const family = familyOf(ev) ?? 'unspecified';
+    let reported = this.reportedByFamily.get(family);
+    if (!reported) this.reportedByFamily.set(family, (reported = this.reported.labels(this.probe.hook, family)));
+    reported.inc();
     this.nodeLog.event(ev);
     for (const sink of this.sinks) sink.publish(ev);
   }

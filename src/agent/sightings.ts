@@ -63,8 +63,13 @@ export interface SightingsOptions {
 export class SightingMerger {
   /** Packets seen only on the way so far, in arrival order. */
   private readonly held = new Map<string, Pending>();
-  /** Packets already reported, in report order, with the time they were first seen. */
-  private readonly recent = new Map<string, Pending>();
+  /**
+   * Packets already reported, in two generations swapped every rememberMs: a packet is remembered
+   * for rememberMs to twice that, and forgetting costs one swap, not a delete per packet.
+   */
+  private recent = new Set<string>();
+  private older = new Set<string>();
+  private rotatedAt = Date.now();
   private readonly timer: NodeJS.Timeout;
   overflowed = 0;
   merged = 0;
@@ -94,9 +99,7 @@ export class SightingMerger {
     const q = p.quoted;
     const quote = q ? `${q.protocol}|${q.src}|${q.dst}|${q.sport}|${q.dport}` : '';
     const key = `${p.family}|${p.src}|${p.dst}|${p.ipId}|${p.type}|${p.code}|${p.echoId}|${p.echoSeq}|${p.fragOff}|${p.totLen}|${quote}`;
-    const done = this.recent.get(key);
-    if (done) {
-      done.sightings++;
+    if (this.recent.has(key) || this.older.has(key)) {
       this.merged++;
       return;
     }
@@ -111,37 +114,36 @@ export class SightingMerger {
       if (atDestination) this.reportHeld(key, waiting);
       return;
     }
-    if (this.held.size + this.recent.size >= this.opts.maxPending) {
+    if (this.held.size + this.recent.size + this.older.size >= this.opts.maxPending) {
       this.overflowed++;
       this.opts.report({ packet: p, point, sightings: 1 });
       return;
     }
-    const entry: Pending = { best: p, point, sightings: 1, seenAt: Date.now() };
     if (atDestination) {
-      this.recent.set(key, entry);
+      this.recent.add(key);
       this.opts.report({ packet: p, point, sightings: 1 });
     } else {
-      this.held.set(key, entry);
+      this.held.set(key, { best: p, point, sightings: 1, seenAt: Date.now() });
     }
   }
 
   private reportHeld(key: string, e: Pending): void {
     this.held.delete(key);
-    this.recent.set(key, e);
+    this.recent.add(key);
     this.opts.report({ packet: e.best, point: e.point, sightings: e.sightings });
   }
 
-  /** Reports packets held longer than holdMs; forgets reported ones older than rememberMs. */
+  /** Reports packets held longer than holdMs; forgets reported ones older than rememberMs (to twice that). */
   private expire(now: number): void {
     const holdCutoff = now - this.opts.holdMs;
     for (const [key, e] of this.held) {
       if (e.seenAt > holdCutoff) break;
       this.reportHeld(key, e);
     }
-    const forgetCutoff = now - this.opts.rememberMs;
-    for (const [key, e] of this.recent) {
-      if (e.seenAt > forgetCutoff) break;
-      this.recent.delete(key);
+    if (now - this.rotatedAt >= this.opts.rememberMs) {
+      this.older = this.recent;
+      this.recent = new Set();
+      this.rotatedAt = now;
     }
   }
 
@@ -150,5 +152,6 @@ export class SightingMerger {
     clearInterval(this.timer);
     for (const [key, e] of this.held) this.reportHeld(key, e);
     this.recent.clear();
+    this.older.clear();
   }
 }

@@ -6,14 +6,27 @@ const v1 = icmpwatch.v1;
 
 /** "FLAG_MORE_FRAGMENTS" -> "more-fragments"; an unknown number stays a number. */
 export function enumLabel(names: Record<number, string>, prefix: string, value: number | null | undefined): string {
-  const name = names[value ?? 0];
-  return name === undefined ? String(value) : name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
+  let labels = enumLabels.get(names);
+  if (!labels) enumLabels.set(names, (labels = new Map()));
+  const key = value ?? 0;
+  let label = labels.get(key);
+  if (label === undefined) {
+    const name = names[key];
+    label = name === undefined ? String(value) : name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
+    labels.set(key, label);
+  }
+  return label;
 }
+/** Labels computed once per enum value: they are formatted for every event (CPU per event). */
+const enumLabels = new WeakMap<Record<number, string>, Map<number, string>>();
 
 /** Hooks keep the kernel's spelling: "tp_btf", "raw_tp", "fexit", "kretprobe". */
 export function hookLabel(hook: icmpwatch.v1.Hook | null | undefined): string {
-  return enumLabel(v1.Hook, 'HOOK_', hook).replace(/-/g, '_');
+  let label = hookLabels.get(hook ?? 0);
+  if (label === undefined) hookLabels.set(hook ?? 0, (label = enumLabel(v1.Hook, 'HOOK_', hook).replace(/-/g, '_')));
+  return label;
 }
+const hookLabels = new Map<number, string>();
 
 export function familyOf(ev: icmpwatch.v1.IEvent): IpFamily | null {
   return ev.family === v1.Family.FAMILY_IPV4 ? 'ipv4' : ev.family === v1.Family.FAMILY_IPV6 ? 'ipv6' : null;
@@ -27,13 +40,21 @@ const MAX_SECONDS = 253_402_300_799;
  * RFC 3339 in UTC with nanoseconds, or with milliseconds when `millis`. A timestamp outside the
  * protobuf range (any agent can send one) is printed as its raw fields, never thrown on.
  */
+/** Events come in time order: the date part is formatted once per second, not per event. */
+let lastSeconds = NaN;
+let lastBase = '';
+
 export function formatTimestamp(ts: google.protobuf.ITimestamp | null | undefined, millis = false): string {
   const seconds = Number(ts?.seconds ?? 0);
   const nanos = ts?.nanos ?? 0;
   if (!(seconds >= MIN_SECONDS && seconds <= MAX_SECONDS && Number.isInteger(nanos) && nanos >= 0 && nanos < 1e9)) {
     return `invalid-time(seconds=${seconds},nanos=${nanos})`;
   }
-  const base = new Date(seconds * 1000).toISOString().slice(0, 19);
+  if (seconds !== lastSeconds) {
+    lastSeconds = seconds;
+    lastBase = new Date(seconds * 1000).toISOString().slice(0, 19);
+  }
+  const base = lastBase;
   const fraction = String(nanos).padStart(9, '0');
   return `${base}.${millis ? fraction.slice(0, 3) : fraction}Z`;
 }
