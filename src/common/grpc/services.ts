@@ -9,7 +9,29 @@ interface Codec<T> {
   decode(bytes: Uint8Array): T;
 }
 
-function method<Req, Res>(
+/** The encoded bytes as a Buffer over the same memory (Buffer.from(Uint8Array) would copy them). */
+function encodeToBuffer<T>(codec: Codec<T>, message: T): Buffer {
+  const bytes = codec.encode(message).finish();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/**
+ * A serializer that remembers the last message it encoded. The collector hands one response object
+ * to every subscriber it goes to, one after the other: encoded once, not once per subscriber.
+ */
+function encodingOnceInTurn<T extends object>(codec: Codec<T>): (message: T) => Buffer {
+  let last: T | null = null;
+  let lastBytes: Buffer | null = null;
+  return (message) => {
+    if (message !== last || lastBytes === null) {
+      lastBytes = encodeToBuffer(codec, message);
+      last = message;
+    }
+    return lastBytes;
+  };
+}
+
+function method<Req, Res extends object>(
   path: string,
   stream: { request: boolean; response: boolean },
   request: Codec<Req>,
@@ -19,9 +41,9 @@ function method<Req, Res>(
     path,
     requestStream: stream.request,
     responseStream: stream.response,
-    requestSerialize: (m) => Buffer.from(request.encode(m).finish()),
+    requestSerialize: (m) => encodeToBuffer(request, m),
     requestDeserialize: (b) => request.decode(b),
-    responseSerialize: (m) => Buffer.from(response.encode(m).finish()),
+    responseSerialize: stream.response ? encodingOnceInTurn(response) : (m) => encodeToBuffer(response, m),
     responseDeserialize: (b) => response.decode(b),
   };
 }
