@@ -113,7 +113,7 @@ export class Agent {
     let agent: Agent | null = null;
     const merger = new SightingMerger({
       holdMs: cfg.holdMs,
-      rememberMs: 2000,
+      rememberMs: 1000, // remembered 1-2 s: 131072 packets cover 65k packets/s, beyond the default flood limit
       maxPending: 131072,
       owns: (netns, ip) => addresses.owns(netns, ip),
       hostNetns: () => hostNetns,

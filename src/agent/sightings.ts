@@ -41,8 +41,9 @@ export interface SightingsOptions {
   /** How long a sighting on the way waits for the same packet at its destination. */
   holdMs: number;
   /**
-   * How long a reported packet is remembered so later sightings are merged, not reported again
-   * (a packet can wait ~1 s in the node for neighbour resolution before reaching its pod).
+   * How long, at least, a reported packet is remembered so later sightings are merged, not reported
+   * again (a packet can wait ~1 s in the node for neighbour resolution before reaching its pod);
+   * at most twice that, which maxPending must cover at the rates the agent takes.
    */
   rememberMs: number;
   /** Bound on packets tracked at once; past it packets are reported without merging. */

@@ -5,7 +5,7 @@
 //
 //   tsx test/bench/enrichment.ts           1k, 10k, 50k pods; writes its block of BENCHMARKS.md
 //   QUICK=1 tsx test/bench/enrichment.ts   1k pods only
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -90,7 +90,11 @@ async function createPods(core: CoreV1Api, namespace: string, from: number, to: 
 
 async function main(): Promise<void> {
   const load0 = loadavg();
-  const kubeconfig = execFileSync(join(ROOT, 'test/k8s/up.sh'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const up = spawnSync(join(ROOT, 'test/k8s/up.sh'), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (up.status !== 0) throw new Error(`test/k8s/up.sh failed:\n${up.stderr}`);
+  const kubeconfig = up.stdout.trim();
+  // A control plane this bench started is stopped with its data; one a developer started stays up.
+  const startedHere = !up.stderr.includes('already up and ready');
   const admin = new KubeConfig();
   admin.loadFromFile(kubeconfig);
   const core = admin.makeApiClient(CoreV1Api);
@@ -124,8 +128,13 @@ async function main(): Promise<void> {
     ].join('\n');
     publish('enrichment', md, { load0, base, rows });
   } finally {
-    log('deleting the bench pods');
-    await core.deleteCollectionNamespacedPod({ namespace, gracePeriodSeconds: 0 }).catch((err: Error) => log(`cleanup: ${err.message}`));
+    if (startedHere) {
+      log('stopping the control plane this bench started');
+      execFileSync(join(ROOT, 'test/k8s/down.sh'), { stdio: 'inherit' });
+    } else {
+      log('deleting the bench pods (the API server goes on deleting them if this request times out)');
+      await core.deleteCollectionNamespacedPod({ namespace, gracePeriodSeconds: 0 }).catch((err: Error) => log(`cleanup: ${err.message.split('\n')[0]}`));
+    }
   }
 }
 
