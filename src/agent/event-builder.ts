@@ -1,7 +1,7 @@
 import { google, icmpwatch } from '../common/proto.js';
 import { icmpName } from '../common/icmp-names.js';
 import type { EndpointResolver } from './enrich/resolver.js';
-import type { CapturedPacket } from './probe/decoder.js';
+import { isEcho } from './probe/decoder.js';
 import type { FloodAggregate } from './probe/probe.js';
 import { FLAG_BITS, HOOK_IDS, type HookName } from './probe/event-layout.js';
 import type { ReportedPacket, ObservationPointName } from './sightings.js';
@@ -36,8 +36,6 @@ const UNDECODED = FLAG_BITS.fragment | FLAG_BITS.nonlinear | FLAG_BITS.truncated
   FLAG_BITS['bad-ihl'] | FLAG_BITS['bad-length'] | FLAG_BITS['exthdr-limit'] | FLAG_BITS['vlan-unsupported'];
 
 const FAMILIES = { 0: v1.Family.FAMILY_UNSPECIFIED, 4: v1.Family.FAMILY_IPV4, 6: v1.Family.FAMILY_IPV6 } as const;
-
-const isEcho = (family: 0 | 4 | 6, type: number) => (family === 4 ? type === 0 || type === 8 : type === 128 || type === 129);
 
 /** Kernel monotonic nanoseconds -> wall clock, re-anchored periodically against drift. */
 export class WallClock {
@@ -85,8 +83,8 @@ export class EventBuilder {
           type: p.type,
           code: p.code,
           name: icmpName(p.family === 4 ? 'ipv4' : 'ipv6', p.type, p.code),
-          id: isEcho(p.family, p.type) ? p.echoId : 0,
-          seq: isEcho(p.family, p.type) ? p.echoSeq : 0,
+          id: isEcho(p) ? p.echoId : 0,
+          seq: isEcho(p) ? p.echoSeq : 0,
           mtu: p.mtu,
           quoted: p.quoted && {
             source: p.quoted.src,

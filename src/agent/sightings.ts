@@ -1,4 +1,4 @@
-import type { CapturedPacket } from './probe/decoder.js';
+import { isEcho, type CapturedPacket } from './probe/decoder.js';
 import type { Ownership } from './netns-addresses.js';
 import { FLAG_BITS } from './probe/event-layout.js';
 
@@ -6,8 +6,6 @@ import { FLAG_BITS } from './probe/event-layout.js';
 const UNVALIDATED = FLAG_BITS['bad-version'] | FLAG_BITS['bad-ihl'] | FLAG_BITS['bad-length'] | FLAG_BITS['exthdr-limit'];
 /** Packets whose ICMP header was not read: their type, code, echo id/seq are zeros, not values. */
 const NO_ICMP_HEADER = FLAG_BITS.fragment | FLAG_BITS.nonlinear | FLAG_BITS.truncated | FLAG_BITS['vlan-unsupported'];
-
-const isEcho = (p: CapturedPacket) => (p.family === 4 ? p.type === 0 || p.type === 8 : p.type === 128 || p.type === 129);
 
 /**
  * Whether the merge key tells this packet apart from the next one between the same pair: an IP

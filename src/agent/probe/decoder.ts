@@ -73,6 +73,11 @@ export function formatIpv6(b: Uint8Array, at: number): string {
 
 const formatAddr = (family: 4 | 6, b: Uint8Array, at: number) => (family === 4 ? formatIpv4(b, at) : formatIpv6(b, at));
 
+/** An echo request or reply of its family (the only messages whose id/seq mean anything). */
+export function isEcho(p: Pick<CapturedPacket, 'family' | 'type'>): boolean {
+  return p.family === 4 ? p.type === 0 || p.type === 8 : p.family === 6 && (p.type === 128 || p.type === 129);
+}
+
 export function flagNames(flags: number): FlagName[] {
   const out: FlagName[] = [];
   for (const [name, bit] of Object.entries(FLAG_BITS) as [FlagName, number][]) if (flags & bit) out.push(name);
