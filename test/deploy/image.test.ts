@@ -4,7 +4,7 @@
 // the command lines the chart renders; the agent as its pod would run (in-cluster service account
 // on the real kube-apiserver, the pod's capabilities only) enriches real pings end to end.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
@@ -124,9 +124,11 @@ function stageRuntimeLayout(): { root: string; entrypoint: string[]; cmd: string
       const repoPath = join(repo, posix.relative(workdir(src), s));
       const dest = toLocal(c.dest);
       mkdirSync(dirname(dest), { recursive: true });
-      // node_modules is big: a link (the image's has no devDependencies, this one does).
-      if (s.endsWith('/node_modules')) symlinkSync(repoPath, dest);
-      else cpSync(repoPath, dest, { recursive: true, dereference: true });
+      // node_modules is big: hard links where the filesystem allows (the image's has no
+      // devDependencies, this one does). Not a symlink: the pod's non-root user must reach it
+      // even when the checkout sits in a directory only root may enter.
+      if (s.endsWith('/node_modules') && spawnSync('cp', ['-al', repoPath, dest]).status === 0) continue;
+      cpSync(repoPath, dest, { recursive: true, dereference: true });
     }
   }
   const json = (op: string) => JSON.parse(runtime.instructions.find((i) => i.op === op)!.args) as string[];
