@@ -1,4 +1,4 @@
-import { readFileSync, statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { describeIssues } from '../../common/config.js';
@@ -69,6 +69,7 @@ function normalizeIp(ip: string): string {
 export class EndpointsFileResolver implements EndpointResolver {
   private table: Map<string, icmpwatch.v1.IEndpoint>;
   private loaded: Stats;
+  private readonly poller: NodeJS.Timeout;
   reloads = 0;
   reloadFailures = 0;
 
@@ -79,11 +80,18 @@ export class EndpointsFileResolver implements EndpointResolver {
   ) {
     this.loaded = statSync(path);
     this.table = parseEndpointsFile(path, readFileSync(path, 'utf8'));
-    // Compared with the version loaded, not the previous poll: watchFile's first poll may already
-    // see a file replaced right after start-up.
-    watchFile(path, { interval: pollMs }, (cur) => {
+    // Polled and compared with the version loaded (fs.watchFile compares consecutive polls, and
+    // its first poll may already see a file replaced right after start). Rename-replacement works.
+    this.poller = setInterval(() => {
+      let cur: Stats;
+      try {
+        cur = statSync(path);
+      } catch {
+        return; // between unlink and rename: the next poll sees the new file
+      }
       if (cur.mtimeMs !== this.loaded.mtimeMs || cur.ino !== this.loaded.ino || cur.size !== this.loaded.size) this.reload(cur);
-    });
+    }, pollMs);
+    this.poller.unref();
   }
 
   private reload(seen: Stats): void {
@@ -107,7 +115,7 @@ export class EndpointsFileResolver implements EndpointResolver {
   }
 
   close(): void {
-    unwatchFile(this.path);
+    clearInterval(this.poller);
   }
 }
 
