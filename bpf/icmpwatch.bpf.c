@@ -33,7 +33,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ICMPW_C_MAX);
+	__uint(max_entries, ICMPW_CF_MAX * ICMPW_C_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
@@ -47,7 +47,7 @@ struct {
 
 struct rate_window {
 	__u64 second; /* bpf_ktime_get_ns() / 1e9 of the current window */
-	__u64 sent;   /* events sent in it, all CPUs */
+	__u64 sent;   /* packets sent in it, all CPUs */
 };
 
 struct {
@@ -68,8 +68,34 @@ struct {
 AGG_MAP(agg_0);
 AGG_MAP(agg_1);
 
-static __always_inline void count(__u32 idx)
+/* Whether a packet's first sighting was sent or suppressed: its later sightings follow it. */
+struct packet_fate {
+	__u64 first_ns;
+	__u64 suppressed;
+};
+
+/*
+ * The fate of packets seen in the last second, by a 64-bit hash of their identity, so that the
+ * flood limit counts packets, not sightings: a packet entering the node and then a pod is sent or
+ * suppressed as a whole. Only used while a limit is set; 32768 entries outlast the microseconds
+ * between two sightings at any rate this node reaches. Per-CPU LRU lists: no global lock.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__type(key, __u64);
+	__type(value, struct packet_fate);
+} recent_packets SEC(".maps");
+
+static __always_inline __u32 counter_family(__u8 family)
 {
+	return family == 4 ? ICMPW_CF_IPV4 : family == 6 ? ICMPW_CF_IPV6 : ICMPW_CF_UNSPECIFIED;
+}
+
+static __always_inline void count(__u8 family, __u32 counter)
+{
+	__u32 idx = counter_family(family) * ICMPW_C_MAX + counter;
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 
 	if (v)
@@ -90,8 +116,6 @@ static __always_inline bool within_rate(const struct icmpw_control *ctl)
 	struct rate_window *w;
 	__u64 now, seen;
 
-	if (!ctl->events_per_second)
-		return true;
 	w = bpf_map_lookup_elem(&rate, &zero);
 	if (!w)
 		return true;
@@ -103,7 +127,8 @@ static __always_inline bool within_rate(const struct icmpw_control *ctl)
 	return __sync_fetch_and_add(&w->sent, 1) < ctl->events_per_second;
 }
 
-static __always_inline void aggregate(const struct icmpw_event *e, const struct icmpw_control *ctl)
+/* A sighting over the limit; `first` when it is the packet's first (the one that counts it). */
+static __always_inline void aggregate(const struct icmpw_event *e, const struct icmpw_control *ctl, bool first)
 {
 	struct icmpw_agg_key key = {};
 	struct icmpw_agg_value init = {}, *v;
@@ -124,14 +149,100 @@ static __always_inline void aggregate(const struct icmpw_event *e, const struct 
 		bpf_map_update_elem(map, &key, &init, BPF_NOEXIST);
 		v = bpf_map_lookup_elem(map, &key);
 		if (!v) {
-			count(ICMPW_C_AGG_FULL);
+			if (first)
+				count(e->family, ICMPW_C_AGG_FULL);
 			return;
 		}
 	}
-	__sync_fetch_and_add(&v->packets, 1);
+	if (first) {
+		__sync_fetch_and_add(&v->packets, 1);
+		count(e->family, ICMPW_C_SUPPRESSED);
+	}
+	__sync_fetch_and_add(&v->sightings, 1);
 	if (now > v->last_ns)
 		v->last_ns = now;
-	count(ICMPW_C_SUPPRESSED);
+	count(e->family, ICMPW_C_SUPPRESSED_SIGHTINGS);
+}
+
+/* Flags under which the agent never merges sightings (src/agent/sightings.ts: UNVALIDATED). */
+#define ICMPW_F_UNVALIDATED (ICMPW_F_BAD_VERSION | ICMPW_F_BAD_IHL | ICMPW_F_BAD_LENGTH | ICMPW_F_EXTHDR_LIMIT)
+/* Flags under which no ICMP header was read (src/agent/sightings.ts: NO_ICMP_HEADER). */
+#define ICMPW_F_NO_ICMP_HEADER (ICMPW_F_FRAGMENT | ICMPW_F_NONLINEAR | ICMPW_F_TRUNCATED | ICMPW_F_VLAN_UNSUPPORTED)
+
+static __always_inline bool is_echo(__u8 family, __u8 type);
+
+/*
+ * Whether the identity tells this packet from the next between the same pair, as the agent's
+ * sighting merger decides it: packets it cannot tell apart are reported, and counted, per sighting.
+ */
+static __always_inline bool identifiable(const struct icmpw_event *e)
+{
+	if (!e->family || (e->flags & ICMPW_F_UNVALIDATED))
+		return false;
+	if (e->ip_id)
+		return true;
+	if (e->flags & ICMPW_F_NO_ICMP_HEADER)
+		return false;
+	return is_echo(e->family, e->type) || e->inner_family;
+}
+
+enum admission { ADMIT_SEND, ADMIT_SUPPRESS, ADMIT_SUPPRESS_AGAIN };
+
+static __always_inline __u64 mix(__u64 h, __u64 v)
+{
+	h = (h ^ v) * 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 29);
+}
+
+static __always_inline __u64 mix_addr(__u64 h, const __u8 *a)
+{
+	__u64 w[2];
+
+	__builtin_memcpy(w, a, 16);
+	return mix(mix(h, w[0]), w[1]);
+}
+
+/*
+ * A 64-bit hash of the fields the agent merges sightings by (src/agent/sightings.ts), never the
+ * TTL. A packet is taken for another seen within the second with probability about rate / 2^64.
+ */
+static __always_inline __u64 packet_identity(const struct icmpw_event *e)
+{
+	__u64 h = mix(0, e->family | (e->type << 8) | (e->code << 16) | ((__u64)e->inner_proto << 24) |
+			      ((__u64)e->ip_id << 32) | ((__u64)e->frag_off << 48));
+	h = mix(h, e->tot_len | ((__u64)e->echo_id << 16) | ((__u64)e->echo_seq << 32) |
+			   ((__u64)e->inner_family << 48));
+	h = mix_addr(h, e->saddr);
+	h = mix_addr(h, e->daddr);
+	if (e->inner_family) {
+		h = mix(h, e->inner_sport | ((__u64)e->inner_dport << 16));
+		h = mix_addr(h, e->inner_saddr);
+		h = mix_addr(h, e->inner_daddr);
+	}
+	return h;
+}
+
+/*
+ * The flood limit counts packets: a packet's first sighting spends the budget and decides; its
+ * later sightings (the pod after the node) follow that decision, so a packet is never half sent,
+ * half suppressed, and a suppressed packet counts once however many namespaces see it.
+ */
+static __always_inline enum admission admit(const struct icmpw_event *e, const struct icmpw_control *ctl)
+{
+	struct packet_fate fate = {}, *known;
+	__u64 key;
+
+	if (!identifiable(e))
+		return within_rate(ctl) ? ADMIT_SEND : ADMIT_SUPPRESS;
+	key = packet_identity(e);
+	/* Remembered for one second: never longer than the agent's merger (src/agent/agent.ts rememberMs). */
+	known = bpf_map_lookup_elem(&recent_packets, &key);
+	if (known && e->mono_ns - known->first_ns < NSEC_PER_SEC)
+		return known->suppressed ? ADMIT_SUPPRESS_AGAIN : ADMIT_SEND;
+	fate.first_ns = e->mono_ns;
+	fate.suppressed = !within_rate(ctl);
+	bpf_map_update_elem(&recent_packets, &key, &fate, BPF_ANY);
+	return fate.suppressed ? ADMIT_SUPPRESS : ADMIT_SEND;
 }
 
 static __always_inline void emit(struct icmpw_event *e)
@@ -142,12 +253,16 @@ static __always_inline void emit(struct icmpw_event *e)
 	if (!ctl)
 		return;
 	if (e->flags & ICMPW_F_MALFORMED)
-		count(ICMPW_C_MALFORMED);
+		count(e->family, ICMPW_C_MALFORMED);
 	if (e->flags & ICMPW_F_NONLINEAR)
-		count(ICMPW_C_NONLINEAR);
-	if (!within_rate(ctl)) {
-		aggregate(e, ctl);
-		return;
+		count(e->family, ICMPW_C_NONLINEAR);
+	if (ctl->events_per_second) {
+		enum admission a = admit(e, ctl);
+
+		if (a != ADMIT_SEND) {
+			aggregate(e, ctl, a == ADMIT_SUPPRESS);
+			return;
+		}
 	}
 	/*
 	 * Wake the reader only for the first record after it drained, and for the one that makes the
@@ -159,9 +274,9 @@ static __always_inline void emit(struct icmpw_event *e)
 	flags = (pending == 0 || (pending < ctl->wakeup_bytes && pending + sizeof(*e) + 8 >= ctl->wakeup_bytes)) ?
 		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&events, e, sizeof(*e), flags))
-		count(ICMPW_C_RING_FULL);
+		count(e->family, ICMPW_C_RING_FULL);
 	else
-		count(ICMPW_C_EVENTS);
+		count(e->family, ICMPW_C_EVENTS);
 }
 
 static __always_inline bool is_echo(__u8 family, __u8 type)
@@ -546,7 +661,7 @@ int receive_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 static __always_inline int handle_rcv_core(struct sk_buff *skb, __u16 proto, __u8 hook)
 {
 	if (!skb) {
-		count(ICMPW_C_RCV_DROPPED);
+		count(proto == ETH_P_IP ? 4 : 6, ICMPW_C_RCV_DROPPED);
 		return 0;
 	}
 	return handle_skb(skb, BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header), proto, hook);

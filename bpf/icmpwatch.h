@@ -71,19 +71,35 @@ struct icmpw_event {
 	__u8 pad[2];
 };
 
-/* Per-CPU counters (PERCPU_ARRAY "counters"), read and summed by the agent. */
+/*
+ * Per-CPU counters (PERCPU_ARRAY "counters"), read and summed by the agent: one row of ICMPW_C_MAX
+ * per enum icmpw_counter_family, at index family * ICMPW_C_MAX + counter.
+ */
 enum icmpw_counter {
-	ICMPW_C_EVENTS = 0,        /* records submitted to the ring */
-	ICMPW_C_RING_FULL,         /* lost: ring reservation failed */
-	ICMPW_C_SUPPRESSED,        /* over the rate limit: counted in the aggregation map */
-	ICMPW_C_AGG_FULL,          /* lost: over the limit and the aggregation map was full */
+	ICMPW_C_EVENTS = 0,        /* records submitted to the ring (sightings) */
+	ICMPW_C_RING_FULL,         /* lost: ring reservation failed (sightings) */
+	ICMPW_C_SUPPRESSED,        /* packets over the rate limit: counted in the aggregation map */
+	ICMPW_C_AGG_FULL,          /* lost: packets over the limit while the aggregation map was full */
 	ICMPW_C_MALFORMED,         /* events carrying an ICMPW_F_MALFORMED flag */
 	ICMPW_C_NONLINEAR,         /* events carrying ICMPW_F_NONLINEAR */
 	ICMPW_C_RCV_DROPPED,       /* ip_rcv_core returned NULL (validation drop) */
+	ICMPW_C_SUPPRESSED_SIGHTINGS, /* sightings of suppressed packets (>= ICMPW_C_SUPPRESSED) */
 	ICMPW_C_MAX,
 };
 
-/* Flood aggregation: packets over the per-node limit, per (family, src, dst, type, code). */
+/* Rows of the counters map. Unspecified: the frame could not be read as far as its IP header. */
+enum icmpw_counter_family {
+	ICMPW_CF_UNSPECIFIED = 0,
+	ICMPW_CF_IPV4 = 1,
+	ICMPW_CF_IPV6 = 2,
+	ICMPW_CF_MAX,
+};
+
+/*
+ * Flood aggregation: packets over the per-node limit, per (family, src, dst, type, code). A packet
+ * seen in several namespaces (node, then pod) counts once in `packets`, once per sighting in
+ * `sightings`.
+ */
 struct icmpw_agg_key {
 	__u8 family;
 	__u8 type;
@@ -97,11 +113,12 @@ struct icmpw_agg_value {
 	__u64 packets;
 	__u64 first_ns;
 	__u64 last_ns;
+	__u64 sightings;
 };
 
 /* Written by the agent (ARRAY "control", key 0); read by the programs on every packet. */
 struct icmpw_control {
-	__u64 events_per_second; /* per-node limit before flood aggregation; 0 = none */
+	__u64 events_per_second; /* per-node packets per second before flood aggregation; 0 = none */
 	__u64 wakeup_bytes;      /* pending ring bytes that force a reader wake-up */
 	__u32 agg_slot;          /* which of agg_0/agg_1 the programs fill; the agent drains the other */
 	__u32 pad;

@@ -34,6 +34,7 @@ done
 PF_PID=""
 cleanup() {
   if [[ -n "$PF_PID" ]]; then kill "$PF_PID" 2>/dev/null || true; fi
+  rm -f "${CA_FILE:-}"
   if [[ "$KEEP" == 0 ]]; then kind delete cluster --name "$CLUSTER" || true; fi
 }
 trap cleanup EXIT
@@ -91,16 +92,26 @@ IP_A="$(k -n "$PING_NS" get pod ping-a -o jsonpath='{.status.podIP}')"
 IP_B="$(k -n "$PING_NS" get pod ping-b -o jsonpath='{.status.podIP}')"
 log "ping-a $IP_A <-> ping-b $IP_B"
 
+# A subscriber with the chart's namespace viewer role in $PING_NS only, as a namespace owner would be.
+k -n "$PING_NS" create serviceaccount e2e-viewer
+k -n "$PING_NS" create rolebinding e2e-viewer --clusterrole=icmpwatch-namespace-viewer --serviceaccount="$PING_NS:e2e-viewer"
+ICMPWATCH_TOKEN="$(k -n "$PING_NS" create token e2e-viewer)"
+export ICMPWATCH_TOKEN
+
 # ---- the collector's stream through a port-forward --------------------------------------------
 k -n "$NS" port-forward service/icmpwatch-collector "$LOCAL_PORT:4245" >/dev/null 2>&1 &
 PF_PID=$!
 sleep 2
+# The collector speaks TLS with the chart's generated certificates (they name 127.0.0.1 for
+# port-forwards): trust its CA.
+CA_FILE="$(mktemp)" && chmod 644 "$CA_FILE"  # a CA is public; the image user reads it
+k -n "$NS" get secret icmpwatch-collector-tls -o jsonpath='{.data.ca\.crt}' | base64 -d > "$CA_FILE"
 # The CLI: this checkout's (after `make build`), else the image just built.
 observe() {
   if [[ -f "$REPO/dist/cli/main.js" && -d "$REPO/node_modules" ]]; then
-    "$REPO/bin/icmpwatch" observe --server "127.0.0.1:$LOCAL_PORT" "$@"
+    "$REPO/bin/icmpwatch" observe --server "127.0.0.1:$LOCAL_PORT" --tls-ca "$CA_FILE" "$@"
   else
-    docker run --rm --network host "$IMAGE" observe --server "127.0.0.1:$LOCAL_PORT" "$@"
+    docker run --rm --network host -e ICMPWATCH_TOKEN -v "$CA_FILE:/tmp/ca.crt:ro" "$IMAGE" observe --server "127.0.0.1:$LOCAL_PORT" --tls-ca /tmp/ca.crt "$@"
   fi
 }
 

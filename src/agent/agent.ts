@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { Writable } from 'node:stream';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { familyOf } from '../common/event-format.js';
+import type { ClientTransport } from '../common/grpc/tls.js';
 import type { Logger } from '../common/log.js';
 import { startOpsServer } from '../common/ops-server.js';
 import type { icmpwatch } from '../common/proto.js';
@@ -12,7 +13,7 @@ import { EventBuilder, WallClock } from './event-builder.js';
 import type { AgentCounters } from './export/exporter.js';
 import { NetnsAddressBook } from './netns-addresses.js';
 import { NodeLog, type LogFormat } from './node-log.js';
-import { COUNTERS, HOOK_IDS, type CounterName } from './probe/event-layout.js';
+import { COUNTER_FAMILIES, COUNTERS, HOOK_IDS, type CounterName } from './probe/event-layout.js';
 import { Probe, type HookChoice } from './probe/probe.js';
 import { SightingMerger } from './sightings.js';
 
@@ -31,6 +32,8 @@ export interface AgentConfig {
   holdMs: number;
   /** Collector HOST:PORT to stream events to; null: node log only. */
   collector: string | null;
+  /** How to reach it; absent: plaintext (the CLI asks for --insecure-plaintext to say so). */
+  collectorTransport?: ClientTransport;
   /** Bound on events kept unacknowledged while the collector is away. */
   exportBufferEvents: number;
   exportBufferBytes: number;
@@ -43,9 +46,10 @@ export interface EventSink {
 }
 
 const KERNEL_COUNTER_HELP: Record<CounterName, string> = {
-  events: 'Records the BPF program submitted to the ring buffer',
-  ringFull: 'Events lost because the ring buffer was full',
+  events: 'Records (sightings) the BPF program submitted to the ring buffer',
+  ringFull: 'Records (sightings) lost because the ring buffer was full',
   suppressed: 'Packets over the flood limit, counted in-kernel and reported as summaries',
+  suppressedSightings: 'Sightings of packets over the flood limit (a packet seen in the node and a pod counts twice)',
   aggFull: 'Packets over the flood limit lost because the aggregation map was full',
   malformed: 'Malformed ICMP packets (flagged, fields not decoded)',
   nonlinear: 'ICMP packets whose headers lay outside the linear skb area (flagged, not decoded)',
@@ -128,6 +132,7 @@ export class Agent {
       agent.addSink(
         new CollectorExporter({
           address: cfg.collector,
+          transport: cfg.collectorTransport,
           node: cfg.node,
           hook: HOOK_IDS[probe.hook],
           symbol: probe.symbols.join(','),
@@ -153,21 +158,30 @@ export class Agent {
     this.sinks.push(sink);
   }
 
+  /**
+   * Events reported per family, counted in plain numbers and handed to the metric when it is
+   * scraped: a prom-client inc() per event cost about a tenth of the agent's CPU per event.
+   */
+  private readonly reportedCounts = new Map<string, number>();
+  private readonly reportedCollected = new Map<string, number>();
+
   private readonly reported = new Counter({
     name: 'icmpwatch_agent_events_total',
     help: 'ICMP events reported (after merging sightings of one packet)',
     labelNames: ['hook', 'family'],
     registers: [],
+    collect: () => {
+      for (const [family, count] of this.reportedCounts) {
+        const collected = this.reportedCollected.get(family) ?? 0;
+        if (count > collected) this.reported.inc({ hook: this.probe.hook, family }, count - collected);
+        this.reportedCollected.set(family, count);
+      }
+    },
   });
-
-  /** The counter's children by family, looked up once: labels() hashes its arguments on every call. */
-  private readonly reportedByFamily = new Map<string, ReturnType<Counter['labels']>>();
 
   private deliver(ev: icmpwatch.v1.IEvent): void {
     const family = familyOf(ev) ?? 'unspecified';
-    let reported = this.reportedByFamily.get(family);
-    if (!reported) this.reportedByFamily.set(family, (reported = this.reported.labels(this.probe.hook, family)));
-    reported.inc();
+    this.reportedCounts.set(family, (this.reportedCounts.get(family) ?? 0) + 1);
     this.nodeLog.event(ev);
     for (const sink of this.sinks) sink.publish(ev);
   }
@@ -196,16 +210,18 @@ export class Agent {
     collectDefaultMetrics({ register: this.registry });
     this.registry.registerMetric(this.reported);
     const probe = this.probe;
+    // family: ipv4, ipv6, or unspecified for frames unreadable as far as their IP header (as events say).
     for (const name of COUNTERS) {
       const metric = name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
       this.registry.registerMetric(
         new Gauge({
           name: `icmpwatch_kernel_${metric}_total`,
           help: `${KERNEL_COUNTER_HELP[name]} (per-CPU BPF counter, summed)`,
-          labelNames: ['hook'],
+          labelNames: ['hook', 'family'],
           registers: [],
           collect() {
-            this.set({ hook: probe.hook }, probe.readCounters()[name]);
+            const byFamily = probe.readCountersByFamily();
+            for (const family of COUNTER_FAMILIES) this.set({ hook: probe.hook, family }, byFamily[family][name]);
           },
         }),
       );

@@ -77,7 +77,7 @@ export class EventBuilder {
   fromPacket({ packet: p, point, sightings }: ReportedPacket): icmpwatch.v1.IEvent {
     const decoded = p.family !== 0 && (p.flags & UNDECODED) === 0;
     const flags: icmpwatch.v1.Flag[] = [];
-    for (const [bit, flag] of FLAGS) if (p.flags & bit) flags.push(flag);
+    if (p.flags !== 0) for (const [bit, flag] of FLAGS) if (p.flags & bit) flags.push(flag);
     const icmp: icmpwatch.v1.IIcmp | null = decoded
       ? {
           type: p.type,
@@ -132,7 +132,7 @@ export class EventBuilder {
       destination: this.resolver.resolve(a.dst),
       icmp: { type: a.type, code: a.code, name: icmpName(family, a.type, a.code) },
       observation: { hook: HOOK_IDS[hook], point: v1.ObservationPoint.OBSERVATION_POINT_UNSPECIFIED, symbol: this.symbolByFamily[a.family] },
-      summary: { packets: a.packets, first: this.clock.timestamp(a.firstNs), last: this.clock.timestamp(a.lastNs) },
+      summary: { packets: a.packets, sightings: a.sightings, first: this.clock.timestamp(a.firstNs), last: this.clock.timestamp(a.lastNs) },
       sequence: ++this.sequence,
       monotonicNs: a.lastNs,
     };

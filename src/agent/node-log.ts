@@ -1,15 +1,17 @@
 import type { Writable } from 'node:stream';
-import { eventToJson, eventToText } from '../common/event-format.js';
+import { eventToText } from '../common/event-format.js';
+import { EventJsonWriter } from '../common/event-json-writer.js';
 import type { icmpwatch } from '../common/proto.js';
 
 export type LogFormat = 'text' | 'json';
 
 /**
- * The agent's stdout: one line per event (what `kubectl logs` shows). Lines are gathered and
- * written once per event-loop turn, because stdout to a pipe is a synchronous write per call.
+ * The agent's stdout: one line per event (what `kubectl logs` shows). Lines are gathered as bytes
+ * and written once per event-loop turn, because stdout to a pipe is a synchronous write per call.
  */
 export class NodeLog {
-  private lines: string[] = [];
+  private readonly pending = new EventJsonWriter();
+  private lines = 0;
   private scheduled = false;
 
   constructor(
@@ -18,21 +20,23 @@ export class NodeLog {
   ) {}
 
   event(ev: icmpwatch.v1.IEvent): void {
-    this.push(this.format === 'json' ? JSON.stringify(eventToJson(ev)) : eventToText(ev));
+    if (this.format === 'json') this.pending.event(ev);
+    else this.pending.text(eventToText(ev));
+    this.written();
   }
 
   /** A notice for the operator in the event stream itself (loss, hook changes). */
   notice(kind: 'lost', fields: Record<string, string | number>): void {
-    this.push(
+    this.pending.text(
       this.format === 'json'
         ? JSON.stringify({ notice: kind, ...fields })
         : `${kind.toUpperCase()} ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' ')}`,
     );
+    this.written();
   }
 
-  private push(line: string): void {
-    this.lines.push(line);
-    if (this.lines.length >= 512) this.flush();
+  private written(): void {
+    if (++this.lines >= 512) this.flush();
     else if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
@@ -41,8 +45,8 @@ export class NodeLog {
 
   flush(): void {
     this.scheduled = false;
-    if (this.lines.length === 0) return;
-    this.out.write(this.lines.join('\n') + '\n');
-    this.lines = [];
+    if (this.lines === 0) return;
+    this.lines = 0;
+    this.out.write(this.pending.take());
   }
 }

@@ -1,11 +1,13 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { parseFlags, hostPort, UsageError } from '../common/config.js';
-import { createLogger } from '../common/log.js';
+import { flag, parseFlags, hostPort, UsageError } from '../common/config.js';
+import type { ClientTransport, WatchedTlsFiles } from '../common/grpc/tls.js';
+import { createLogger, type Logger } from '../common/log.js';
 import { Agent } from '../agent/agent.js';
 import { DEFAULT_OBJECT, ProbeError } from '../agent/probe/probe.js';
 import { EndpointsFileError } from '../agent/enrich/endpoints-file.js';
 import { MissingBtfError } from '../agent/probe/kernel-features.js';
+import { refuseTlsWithPlaintext, usageErrorOf } from './client-tls.js';
 
 export const summary = `icmpwatch agent: capture ICMP/ICMPv6 on this node and print one line per event
 
@@ -20,6 +22,11 @@ export const summary = `icmpwatch agent: capture ICMP/ICMPv6 on this node and pr
   --events-per-second N     per-node limit before packets are only counted in-kernel (default 10000; 0 = none)
   --ring-bytes N            BPF ring buffer size, a power of two (default 4194304)
   --collector HOST:PORT     stream events to the collector (the node log keeps printing when it is down)
+  --tls-ca FILE             with --collector: CA of the collector's certificate (PEM)
+  --tls-cert FILE           this agent's client certificate (subject CN=icmpwatch-agent) and key (PEM);
+  --tls-key FILE            all three files are re-read when they change (rotation without a restart)
+  --tls-server-name NAME    the name the collector's certificate carries, when not the --collector host
+  --insecure-plaintext      with --collector: no TLS (a collector started so; development only)
   --export-buffer-events N  unacknowledged events kept for the collector (default 100000), then the oldest
   --export-buffer-bytes N   are dropped, counted and announced (default 67108864)
   --bpf-object PATH         the compiled BPF object (default: build/bpf/icmpwatch.bpf.o)`;
@@ -43,13 +50,19 @@ export const Flags = z.object({
   bpfObject: z.string().default(DEFAULT_OBJECT),
   holdMs: z.coerce.number().int().min(0).max(1000).default(50),
   collector: hostPort().optional(),
+  tlsCa: z.string().min(1).optional(),
+  tlsCert: z.string().min(1).optional(),
+  tlsKey: z.string().min(1).optional(),
+  tlsServerName: z.string().min(1).optional(),
+  insecurePlaintext: flag(),
   exportBufferEvents: z.coerce.number().int().min(1).default(100_000),
   exportBufferBytes: z.coerce.number().int().min(4096).default(64 << 20),
 });
 
 export async function run(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv, Flags);
+  const flags = parseFlags(argv, Flags, ['insecurePlaintext']);
   const log = createLogger('agent');
+  const tls = await collectorTls(flags, log);
   let agent: Agent;
   try {
     agent = await Agent.start(
@@ -66,6 +79,7 @@ export async function run(argv: string[]): Promise<number> {
         kubeconfig: flags.kubeconfig ?? null,
         holdMs: flags.holdMs,
         collector: flags.collector ?? null,
+        collectorTransport: tls?.transport,
         exportBufferEvents: flags.exportBufferEvents,
         exportBufferBytes: flags.exportBufferBytes,
       },
@@ -94,6 +108,37 @@ export async function run(argv: string[]): Promise<number> {
     process.exit(1);
   }, 5000);
   await agent.stop();
+  tls?.files.close();
   clearTimeout(deadline);
   return 0;
+}
+
+/**
+ * The collector connection's TLS: CA, client certificate and key together, or --insecure-plaintext
+ * said out loud; null without --collector or with plaintext.
+ */
+async function collectorTls(flags: z.infer<typeof Flags>, log: Logger): Promise<{ transport: ClientTransport; files: WatchedTlsFiles } | null> {
+  const given = { '--tls-ca': flags.tlsCa, '--tls-cert': flags.tlsCert, '--tls-key': flags.tlsKey, '--tls-server-name': flags.tlsServerName };
+  refuseTlsWithPlaintext(flags.insecurePlaintext, given);
+  if (!flags.collector) {
+    const stray = Object.entries({ ...given, '--insecure-plaintext': flags.insecurePlaintext || undefined }).find(([, v]) => v !== undefined);
+    if (stray) throw new UsageError(`${stray[0]}: only with --collector`);
+    return null;
+  }
+  if (flags.insecurePlaintext) {
+    log.warn({ collector: flags.collector }, 'PLAINTEXT: NO TLS to the collector (--insecure-plaintext): events cross the network readable and the collector cannot tell this agent from anyone (development only)');
+    return null;
+  }
+  if (!flags.tlsCa || !flags.tlsCert || !flags.tlsKey) {
+    throw new UsageError('--collector: needs --tls-ca, --tls-cert and --tls-key (or --insecure-plaintext, development only, for no TLS)');
+  }
+  // gRPC is loaded only when a collector is used (seconds of start-up on slow machines).
+  const { WatchedTlsFiles, TlsFilesError } = await import('../common/grpc/tls.js');
+  try {
+    const files = await WatchedTlsFiles.open({ caFile: flags.tlsCa, certFile: flags.tlsCert, keyFile: flags.tlsKey }, log);
+    return { files, transport: { credentials: files.channelCredentials(), serverName: flags.tlsServerName ?? null } };
+  } catch (err) {
+    if (err instanceof TlsFilesError) throw usageErrorOf(err);
+    throw err;
+  }
 }

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { Agent } from '../agent/agent.js';
 import { DEFAULT_OBJECT } from '../agent/probe/probe.js';
+import { DEFAULT_ADMISSION_LIMITS } from '../collector/admission.js';
 import { Collector } from '../collector/collector.js';
 import { parseFlags } from '../common/config.js';
 import { createLogger } from '../common/log.js';
@@ -71,7 +72,13 @@ export async function run(argv: string[]): Promise<number> {
       dataDir: join(dir, 'collector'),
       historyEvents: 10_000,
       historyAgeMs: 3_600_000,
+      historyBytes: 64 << 20,
       subscriberQueue: 10_000,
+      limits: DEFAULT_ADMISSION_LIMITS,
+      // Loopback only, torn down on exit: no Kubernetes API to ask, no certificates.
+      ingestListen: null,
+      tls: null,
+      access: null,
       log: createLogger('collector'),
     });
     say(`collector listening on ${collector.address}`);
@@ -96,7 +103,7 @@ export async function run(argv: string[]): Promise<number> {
       flags.nodeLog ? process.stdout : new Writable({ write: (_chunk, _enc, cb) => cb() }),
     );
     say(`agent attached on hook ${agent.probe.hook} (${agent.probe.symbols.join(', ')}), streaming to the collector`);
-    const observeArgs = ['observe', '--server', collector.address, '--follow', ...QUIET_TYPES.flatMap((t) => ['--deny-type', t])];
+    const observeArgs = ['observe', '--server', collector.address, '--insecure-plaintext', '--follow', ...QUIET_TYPES.flatMap((t) => ['--deny-type', t])];
     say(`subscriber: icmpwatch ${observeArgs.join(' ')}`);
     observer = spawn(CLI, observeArgs, { stdio: ['ignore', 'inherit', 'inherit'] });
     await new Promise((r) => setTimeout(r, 500));

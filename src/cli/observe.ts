@@ -7,7 +7,9 @@ import { ObserverClient } from '../common/grpc/clients.js';
 import { parseSubscribeRequest, type SubscribeRequestIssue } from '../common/grpc/subscribe-request.js';
 import { lostEventsToText, noticeToJson, nodeStatusToText } from '../common/notice-format.js';
 import { icmpwatch } from '../common/proto.js';
-import { describeServerError } from './server-error.js';
+import { bearerMetadata } from './bearer-token.js';
+import { subscriberTlsFlags, subscriberTlsUsage, subscriberTransport } from './client-tls.js';
+import { serverFailure } from './server-error.js';
 
 const v1 = icmpwatch.v1;
 
@@ -15,6 +17,8 @@ export const summary = `icmpwatch observe --server HOST:PORT [flags]
   Prints ICMP events of the whole cluster from the collector: recent history, then live with --follow.
 
   --server HOST:PORT     the collector (required)
+${subscriberTlsUsage}
+  --token-file FILE      bearer token for the collector (re-read on each connect; default $ICMPWATCH_TOKEN)
   --last N               the last N matching events (default 20 without --follow/--since)
   --follow               keep printing new events
   --since T, --until T   RFC 3339 time (2026-11-25T05:55:00Z) or an age (90s, 15m, 2h)
@@ -26,7 +30,8 @@ export const summary = `icmpwatch observe --server HOST:PORT [flags]
   --type NAME|N|N/CODE   (echo-request, port-unreachable, time-exceeded, packet-too-big, ...)
   --code N               --family ipv4|ipv6               --point destination|host|forwarded|unknown
  exclusions (each hides what matches it): --deny-node, --deny-namespace, --deny-pod, --deny-ip,
-  --deny-source-ip, --deny-destination-ip, --deny-type, --deny-code, --deny-family, --deny-point, ...`;
+  --deny-source-ip, --deny-destination-ip, --deny-type, --deny-code, --deny-family, --deny-point, ...
+ exit status: 0 ok, 1 collector error, 2 bad flags, 3 token rejected or not allowed`;
 
 /** Filter flags by request field; the deny flag of each is `--deny-<flag>`. */
 const FILTER_FLAGS = {
@@ -87,6 +92,8 @@ const filterShape = Object.fromEntries(fields.flatMap((f) => [[camel(FILTER_FLAG
 
 export const schema = z.object({
   server: hostPort(),
+  ...subscriberTlsFlags,
+  tokenFile: z.string().min(1).optional(),
   last: z.coerce.number().int().optional(),
   follow: flag(),
   since: z.string().optional(),
@@ -119,7 +126,7 @@ export async function run(argv: string[]): Promise<number> {
   const flags = parseFlags(
     argv.map((a) => (a === '-o' ? '--output' : a)),
     schema,
-    ['follow'],
+    ['follow', 'insecurePlaintext'],
   ) as z.infer<typeof schema> & Record<string, unknown[]>;
 
   const allow: icmpwatch.v1.IFilter = {};
@@ -155,8 +162,9 @@ export async function run(argv: string[]): Promise<number> {
           ? lostEventsToText(r)
           : nodeStatusToText(r);
 
-  const client = new ObserverClient(flags.server);
-  const stream = client.subscribe(request);
+  const metadata = bearerMetadata(flags.tokenFile);
+  const client = new ObserverClient(flags.server, {}, await subscriberTransport(flags));
+  const stream = client.subscribeBatches(request, {}, metadata);
   // Set when this process cancels its own call (a signal, a reader that went away): a normal end.
   // A CANCELLED status from the server is an error like any other.
   let cancelledHere = false;
@@ -168,8 +176,8 @@ export async function run(argv: string[]): Promise<number> {
   process.once('SIGTERM', cancel);
   try {
     return await new Promise<number>((resolve) => {
-      stream.on('data', (r: icmpwatch.v1.ISubscribeResponse) => {
-        if (!process.stdout.write(print(r) + '\n')) {
+      stream.on('data', (batch: icmpwatch.v1.SubscribeBatch) => {
+        if (!process.stdout.write(batch.responses.map((r) => print(r) + '\n').join(''))) {
           stream.pause();
           process.stdout.once('drain', () => stream.resume());
         }
@@ -178,8 +186,9 @@ export async function run(argv: string[]): Promise<number> {
       process.stdout.on('error', cancel);
       stream.on('error', (err: Error & { code?: number }) => {
         if (cancelledHere && err.code === status.CANCELLED) return resolve(0);
-        process.stderr.write(`icmpwatch observe: ${describeServerError(err)}\n`);
-        resolve(1);
+        const failure = serverFailure(err);
+        process.stderr.write(`icmpwatch observe: ${failure.message}\n`);
+        resolve(failure.exitCode);
       });
       stream.on('end', () => resolve(0));
     });

@@ -3,15 +3,24 @@ import { hostPort, parseFlags } from '../common/config.js';
 import { enumLabel as label, formatTimestamp, hookLabel } from '../common/event-format.js';
 import { ObserverClient } from '../common/grpc/clients.js';
 import { icmpwatch } from '../common/proto.js';
-import { describeServerError } from './server-error.js';
+import { bearerMetadata } from './bearer-token.js';
+import { subscriberTlsFlags, subscriberTlsUsage, subscriberTransport } from './client-tls.js';
+import { serverFailure } from './server-error.js';
 
 const v1 = icmpwatch.v1;
 
 export const summary = `icmpwatch status --server HOST:PORT [-o text|json]
-  The collector's state: events seen and rate, history, subscribers, drops, and each node's agent.`;
+  The collector's state: events seen and rate, history, subscribers, drops, and each node's agent.
+  Needs get icmpevents.icmpwatch.io cluster-wide when the collector checks access.
+
+  --token-file FILE      bearer token for the collector (default $ICMPWATCH_TOKEN)
+${subscriberTlsUsage}
+ exit status: 0 ok, 1 collector error, 2 bad flags, 3 token rejected or not allowed`;
 
 const schema = z.object({
   server: hostPort(),
+  ...subscriberTlsFlags,
+  tokenFile: z.string().min(1).optional(),
   output: z.enum(['text', 'json']).default('text'),
 });
 
@@ -37,16 +46,18 @@ function toText(s: icmpwatch.v1.IGetStatusResponse): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const flags = parseFlags(argv.map((a) => (a === '-o' ? '--output' : a)), schema);
-  const client = new ObserverClient(flags.server);
+  const flags = parseFlags(argv.map((a) => (a === '-o' ? '--output' : a)), schema, ['insecurePlaintext']);
+  const metadata = bearerMetadata(flags.tokenFile);
+  const client = new ObserverClient(flags.server, {}, await subscriberTransport(flags));
   try {
-    const status = await client.getStatus({ deadline: Date.now() + 10_000 });
+    const status = await client.getStatus({ deadline: Date.now() + 10_000 }, metadata);
     const text = flags.output === 'json' ? JSON.stringify(v1.GetStatusResponse.toObject(v1.GetStatusResponse.fromObject(status), { enums: String })) : toText(status);
     process.stdout.write(text + '\n');
     return 0;
   } catch (err) {
-    process.stderr.write(`icmpwatch status: ${describeServerError(err)}\n`);
-    return 1;
+    const failure = serverFailure(err);
+    process.stderr.write(`icmpwatch status: ${failure.message}\n`);
+    return failure.exitCode;
   } finally {
     client.close();
   }

@@ -44,6 +44,12 @@ export class AgentAcks {
     return state;
   }
 
+  /** Drops a forgotten node's state: a returning agent starts from what it says was acknowledged. */
+  forget(node: string): void {
+    const prefix = key(node, '');
+    for (const k of this.instances.keys()) if (k.startsWith(prefix)) this.instances.delete(k);
+  }
+
   private get(node: string, instance: string): InstanceState {
     let state = this.instances.get(key(node, instance));
     if (!state) {

@@ -1,6 +1,6 @@
-// The bounded in-memory history (count and age) that `last`, `since` and `until` read. Entries are
-// kept in the order they were stored; each gets an index so a subscriber can tell where the
-// history it was sent ends and live delivery begins.
+// The bounded in-memory history (count, encoded bytes and age) that `last`, `since` and `until`
+// read. Entries are kept in the order they were stored; each gets an index so a subscriber can
+// tell where the history it was sent ends and live delivery begins.
 import { Deque } from '../common/deque.js';
 import type { icmpwatch } from '../common/proto.js';
 
@@ -9,6 +9,8 @@ export interface HistoryEntry {
   /** Time the record is about (event time, end of a loss), see timestampMs. */
   timeMs: number;
   response: icmpwatch.v1.ISubscribeResponse;
+  /** Encoded size: what the byte bound counts (the heap holds a small multiple of it). */
+  bytes: number;
 }
 
 export interface HistoryQuery {
@@ -22,14 +24,20 @@ export class History {
   private readonly entries = new Deque<HistoryEntry>();
   private nextIndex = 1;
   private newestDropped: HistoryEntry | null = null;
+  private totalBytes = 0;
 
   constructor(
     private readonly maxEntries: number,
     private readonly maxAgeMs: number,
+    private readonly maxBytes: number,
   ) {}
 
   get size(): number {
     return this.entries.length;
+  }
+
+  get bytes(): number {
+    return this.totalBytes;
   }
 
   get oldest(): HistoryEntry | undefined {
@@ -41,10 +49,12 @@ export class History {
     return this.newestDropped;
   }
 
-  append(response: icmpwatch.v1.ISubscribeResponse, timeMs: number, now = Date.now()): HistoryEntry {
-    const entry = { index: this.nextIndex++, timeMs, response };
+  append(response: icmpwatch.v1.ISubscribeResponse, timeMs: number, bytes: number, now = Date.now()): HistoryEntry {
+    const entry = { index: this.nextIndex++, timeMs, response, bytes };
     this.entries.push(entry);
-    while (this.entries.length > this.maxEntries) this.drop();
+    this.totalBytes += bytes;
+    // The newest record stays even when it alone is over the byte bound: live delivery has it anyway.
+    while (this.entries.length > this.maxEntries || (this.totalBytes > this.maxBytes && this.entries.length > 1)) this.drop();
     this.expire(now);
     return entry;
   }
@@ -56,6 +66,7 @@ export class History {
 
   private drop(): void {
     const entry = this.entries.shift()!;
+    this.totalBytes -= entry.bytes;
     if (!this.newestDropped || entry.timeMs > this.newestDropped.timeMs) this.newestDropped = entry;
   }
 

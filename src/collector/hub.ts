@@ -2,10 +2,16 @@
 // never blocks (each subscriber has its own bounded queue), so one slow reader slows no one else.
 import type { icmpwatch } from '../common/proto.js';
 import type { CompiledFilters } from './filter.js';
-import type { Subscriber } from './subscriber.js';
+
+/** Where the hub hands a follower's records: its Subscriber, or an access gate in front of it. */
+export interface RecordSink {
+  offer(response: icmpwatch.v1.ISubscribeResponse, timeMs: number): void;
+  end(): void;
+  onClose(listener: () => void): void;
+}
 
 interface Follower {
-  subscriber: Subscriber;
+  subscriber: RecordSink;
   filters: CompiledFilters;
   until: number | null;
 }
@@ -21,7 +27,7 @@ export class Hub {
     return this.followers.size;
   }
 
-  follow(subscriber: Subscriber, filters: CompiledFilters, until: number | null): void {
+  follow(subscriber: RecordSink, filters: CompiledFilters, until: number | null): void {
     const follower = { subscriber, filters, until };
     this.followers.add(follower);
     subscriber.onClose(() => this.followers.delete(follower));

@@ -7,6 +7,7 @@ import { setImmediate } from 'node:timers/promises';
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../common/log.js';
 import { icmpwatch } from '../common/proto.js';
+import { undecodableReason } from '../common/grpc/services.js';
 import { timestampMs } from '../common/grpc/subscribe-request.js';
 import type { AgentAcks, InstanceState } from './agent-acks.js';
 import type { CollectorMetrics } from './metrics.js';
@@ -74,6 +75,10 @@ export class IngestService {
       stream.processed = stream.processed
         .then(async () => {
           if (failed) return;
+          const undecodable = undecodableReason(request);
+          if (undecodable !== null) {
+            throw statusError(status.INVALID_ARGUMENT, `request: not a valid protobuf IngestRequest (${undecodable})`);
+          }
           if (request.hello) {
             if (session) throw statusError(status.INVALID_ARGUMENT, 'hello: sent twice on one stream');
             session = this.hello(request.hello);

@@ -21,6 +21,8 @@ export interface JournalEntry {
 export interface Retention {
   maxRecords: number;
   maxAgeMs: number;
+  /** Bytes on disk (records with their headers): huge records cannot fill the volume. */
+  maxBytes: number;
 }
 
 export interface RecoveryResult {
@@ -32,6 +34,7 @@ export interface RecoveryResult {
 interface Segment {
   file: string;
   records: number;
+  bytes: number;
   newestMs: number;
 }
 
@@ -61,7 +64,7 @@ export class Journal {
   private constructor(
     private readonly dir: string,
     private readonly retention: Retention,
-    private readonly segmentRecords: number,
+    private readonly segmentSize: { records: number; bytes: number },
     private readonly log: Logger,
   ) {}
 
@@ -70,10 +73,10 @@ export class Journal {
    * record's time, or null if it cannot be decoded: counted as damaged), then opens a new segment.
    */
   static async open(
-    options: { dir: string; retention: Retention; segmentRecords: number; log: Logger },
+    options: { dir: string; retention: Retention; segmentSize: { records: number; bytes: number }; log: Logger },
     onRecord: (payload: Uint8Array) => number | null,
   ): Promise<{ journal: Journal; recovery: RecoveryResult }> {
-    const journal = new Journal(options.dir, options.retention, options.segmentRecords, options.log);
+    const journal = new Journal(options.dir, options.retention, options.segmentSize, options.log);
     await fs.mkdir(options.dir, { recursive: true });
     const recovery = await journal.recover(onRecord);
     await journal.rotate();
@@ -87,7 +90,7 @@ export class Journal {
     for (const name of names) {
       this.nextSegment = Number(SEGMENT_NAME.exec(name)![1]) + 1;
       const file = path.join(this.dir, name);
-      const segment: Segment = { file, records: 0, newestMs: 0 };
+      const segment: Segment = { file, records: 0, bytes: 0, newestMs: 0 };
       let data: Buffer;
       try {
         data = await fs.readFile(file);
@@ -108,6 +111,7 @@ export class Journal {
         const timeMs = intact ? onRecord(data.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + length)) : null;
         if (timeMs === null) break;
         segment.records++;
+        segment.bytes += HEADER_BYTES + length;
         segment.newestMs = Math.max(segment.newestMs, timeMs);
         offset += HEADER_BYTES + length;
       }
@@ -158,8 +162,9 @@ export class Journal {
     if (bytesWritten !== expected) throw new Error(`journal: short write (${bytesWritten} of ${expected} bytes)`);
     await this.current!.datasync();
     segment.records += entries.length;
+    segment.bytes += expected;
     for (const e of entries) segment.newestMs = Math.max(segment.newestMs, e.timeMs);
-    if (segment.records >= this.segmentRecords) {
+    if (segment.records >= this.segmentSize.records || segment.bytes >= this.segmentSize.bytes) {
       await this.rotate();
       await this.enforceRetention();
     }
@@ -169,23 +174,25 @@ export class Journal {
     await this.current?.close();
     const file = path.join(this.dir, segmentName(this.nextSegment++));
     this.current = await fs.open(file, 'a');
-    this.segments.push({ file, records: 0, newestMs: 0 });
+    this.segments.push({ file, records: 0, bytes: 0, newestMs: 0 });
   }
 
   /**
-   * Deletes whole old segments once newer ones hold the retained count, or they are all too old.
-   * The last segment is the one being written and stays.
+   * Deletes whole old segments once newer ones hold the retained count or bytes, or they are all
+   * too old. The last segment is the one being written and stays.
    */
   private async enforceRetention(): Promise<void> {
     const oldestKept = Date.now() - this.retention.maxAgeMs;
-    let total = this.segments.reduce((n, s) => n + s.records, 0);
+    let records = this.segments.reduce((n, s) => n + s.records, 0);
+    let bytes = this.segments.reduce((n, s) => n + s.bytes, 0);
     while (this.segments.length > 1) {
       const oldest = this.segments[0]!;
-      const enoughWithout = total - oldest.records >= this.retention.maxRecords;
+      const enoughWithout = records - oldest.records >= this.retention.maxRecords || bytes - oldest.bytes >= this.retention.maxBytes;
       if (!enoughWithout && oldest.newestMs >= oldestKept) break;
       await fs.rm(oldest.file, { force: true });
       this.segments.shift();
-      total -= oldest.records;
+      records -= oldest.records;
+      bytes -= oldest.bytes;
     }
   }
 

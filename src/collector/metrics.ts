@@ -27,6 +27,12 @@ export function createCollectorMetrics() {
       labelNames: ['source'] as const,
       registers,
     }),
+    ingestRefused: new Counter({
+      name: 'icmpwatch_collector_ingest_refused_total',
+      help: 'Ingest streams refused for their client certificate, by reason: no_certificate (none, or not from the agent CA), not_agent (not CN=icmpwatch-agent).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     subscribers: new Gauge({ name: 'icmpwatch_collector_subscribers', help: 'Open Subscribe streams.', registers }),
     subscriberDrops: new Counter({
       name: 'icmpwatch_collector_subscriber_dropped_total',
@@ -40,6 +46,19 @@ export function createCollectorMetrics() {
       registers,
     }),
     historyEvents: new Gauge({ name: 'icmpwatch_collector_history_records', help: 'Records held in the history.', registers }),
+    historyBytes: new Gauge({ name: 'icmpwatch_collector_history_bytes', help: 'Encoded size of the records held in the history.', registers }),
+    requestsRefused: new Counter({
+      name: 'icmpwatch_collector_observer_refused_total',
+      help: 'Observer calls refused, by reason: rate, subscribers, subscribers_per_peer (limits), invalid_argument, undecodable, unauthenticated, permission_denied, access_check_failed.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    nodesForgotten: new Counter({
+      name: 'icmpwatch_collector_nodes_forgotten_total',
+      help: 'Unavailable nodes the collector stopped listing, by reason: idle (gone for long), limit (too many known).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     journalDamaged: new Counter({
       name: 'icmpwatch_collector_journal_damaged_records_total',
       help: 'Corrupt or truncated journal tails dropped at start-up.',

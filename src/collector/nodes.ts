@@ -1,4 +1,6 @@
-// What the collector knows about each node's agent: connection state, hook, counters, lag.
+// What the collector knows about each node's agent: connection state, hook, counters, lag. Nodes
+// without a stream are forgotten after a while, and the oldest of them once too many are known (any
+// client can say hello with any node name): connected nodes are never forgotten.
 import { icmpwatch } from '../common/proto.js';
 import { timestampFromMs } from './timestamps.js';
 
@@ -17,8 +19,25 @@ interface NodeEntry {
   counters: icmpwatch.v1.INodeCounters;
 }
 
+export type ForgetReason = 'idle' | 'limit';
+
+export interface NodeBounds {
+  /** Known nodes (connected ones always stay); beyond it the longest-unavailable is forgotten. */
+  maxNodes: number;
+  /** A node unavailable this long is forgotten. */
+  forgetAfterMs: number;
+}
+
+/** Above the largest clusters Kubernetes supports (5000 nodes); a day is long enough to notice one gone. */
+export const DEFAULT_NODE_BOUNDS: NodeBounds = { maxNodes: 10_000, forgetAfterMs: 24 * 3600_000 };
+
 export class NodeRegistry {
   private readonly nodes = new Map<string, NodeEntry>();
+
+  constructor(
+    private readonly onForget: (name: string, reason: ForgetReason) => void,
+    private readonly bounds: NodeBounds = DEFAULT_NODE_BOUNDS,
+  ) {}
 
   /** Records a new stream; true when the node went from unavailable (or unknown) to connected. */
   connected(hello: icmpwatch.v1.IAgentHello): boolean {
@@ -38,6 +57,7 @@ export class NodeRegistry {
     Object.assign(entry, { hook: hello.hook ?? 0, symbol: hello.symbol ?? '', agentInstance: hello.agentInstance ?? '', lastSeenMs: Date.now() });
     entry.streams++;
     this.nodes.set(name, entry);
+    if (this.nodes.size > this.bounds.maxNodes) this.forgetOldestUnavailable();
     return entry.streams === 1;
   }
 
@@ -46,7 +66,29 @@ export class NodeRegistry {
     const entry = this.nodes.get(name);
     if (!entry) return false;
     entry.streams--;
+    // Last seen: when its last stream ended, which is what being gone is counted from.
+    if (entry.streams === 0) entry.lastSeenMs = Date.now();
     return entry.streams === 0;
+  }
+
+  /** Forgets the nodes unavailable for longer than the bound. */
+  expire(now = Date.now()): void {
+    for (const [name, entry] of this.nodes) {
+      if (entry.streams === 0 && entry.lastSeenMs < now - this.bounds.forgetAfterMs) this.forget(name, 'idle');
+    }
+  }
+
+  private forgetOldestUnavailable(): void {
+    let oldest: NodeEntry | null = null;
+    for (const entry of this.nodes.values()) {
+      if (entry.streams === 0 && (oldest === null || entry.lastSeenMs < oldest.lastSeenMs)) oldest = entry;
+    }
+    if (oldest) this.forget(oldest.name, 'limit');
+  }
+
+  private forget(name: string, reason: ForgetReason): void {
+    this.nodes.delete(name);
+    this.onForget(name, reason);
   }
 
   batchReceived(name: string, update: { events: number; newestEventMs: number | null; lastSequence: number; counters: icmpwatch.v1.INodeCounters | null }): void {

@@ -15,6 +15,7 @@ export interface StoreOptions {
   dataDir: string | null;
   historyEvents: number;
   historyAgeMs: number;
+  historyBytes: number;
   log: Logger;
 }
 
@@ -47,13 +48,14 @@ export class Store {
     hub: Hub,
     onRecovered: (record: icmpwatch.v1.IJournalRecord, timeMs: number) => void,
   ): Promise<{ store: Store; recovery: RecoveryResult | null }> {
-    const history = new History(options.historyEvents, options.historyAgeMs);
+    const history = new History(options.historyEvents, options.historyAgeMs, options.historyBytes);
     if (options.dataDir === null) return { store: new Store(history, hub, null), recovery: null };
     const { journal, recovery } = await Journal.open(
       {
         dir: options.dataDir,
-        retention: { maxRecords: options.historyEvents, maxAgeMs: options.historyAgeMs },
-        segmentRecords: Math.max(1000, Math.ceil(options.historyEvents / 8)),
+        retention: { maxRecords: options.historyEvents, maxAgeMs: options.historyAgeMs, maxBytes: options.historyBytes },
+        // The files hold what the history does, plus at most one segment (an eighth of it).
+        segmentSize: { records: Math.max(1000, Math.ceil(options.historyEvents / 8)), bytes: Math.ceil(options.historyBytes / 8) },
         log: options.log,
       },
       (payload) => {
@@ -64,7 +66,7 @@ export class Store {
           return null;
         }
         const timeMs = recordTimeMs(record);
-        history.append(toResponse(record, timeMs), timeMs);
+        history.append(toResponse(record, timeMs), timeMs, payload.length);
         onRecovered(record, timeMs);
         return timeMs;
       },
@@ -74,13 +76,12 @@ export class Store {
 
   /** Resolves once the records are durable (or in memory only, without a data dir) and published. */
   async add(records: icmpwatch.v1.IJournalRecord[]): Promise<void> {
-    const timed = records.map((record) => ({ record, timeMs: recordTimeMs(record) }));
-    if (this.journal) {
-      await this.journal.append(timed.map(({ record, timeMs }) => ({ payload: v1.JournalRecord.encode(record).finish(), timeMs })));
-    }
-    for (const { record, timeMs } of timed) {
+    // Encoded also without a journal: the size is what the history's byte bound counts.
+    const timed = records.map((record) => ({ record, timeMs: recordTimeMs(record), payload: v1.JournalRecord.encode(record).finish() }));
+    if (this.journal) await this.journal.append(timed.map(({ payload, timeMs }) => ({ payload, timeMs })));
+    for (const { record, timeMs, payload } of timed) {
       const response = toResponse(record, timeMs);
-      this.history.append(response, timeMs);
+      this.history.append(response, timeMs, payload.length);
       this.hub.publish(response, timeMs);
     }
   }

@@ -1,13 +1,27 @@
-// One Subscribe stream: its history replay, then live records through a bounded queue. A reader
-// slower than the stream's flow control fills the queue; beyond the bound records are dropped, and
-// the count reaches the reader as a lost-events notice in the queue's order once there is room.
+// One Subscribe or SubscribeBatches stream: its history replay, then live records through a bounded
+// queue. A reader slower than the stream's flow control fills the queue; beyond the bound records are
+// dropped, and the count reaches the reader as a lost-events notice in the queue's order once there
+// is room. The two RPCs differ only in how records are written: Subscribe one message each;
+// SubscribeBatches, whenever the stream can take more, everything queued (up to the bounds) in one
+// message, since grpc-js has one message in flight per stream and a message per record per
+// subscriber is what limits the collector's throughput.
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { Deque } from '../common/deque.js';
+import { batchedSize, type EncodedBatch } from '../common/grpc/services.js';
 import { icmpwatch } from '../common/proto.js';
 import type { HistoryEntry } from './history.js';
+import type { ResponseEncodings } from './response-encodings.js';
 import { timestampFromMs } from './timestamps.js';
 
-type Call = ServerWritableStream<icmpwatch.v1.ISubscribeRequest, icmpwatch.v1.ISubscribeResponse>;
+/** The bounds of one SubscribeBatch (observer.proto says so). */
+export const MAX_BATCH_RECORDS = 1000;
+export const MAX_BATCH_BYTES = 1 << 20;
+
+export type SubscribeCall = ServerWritableStream<icmpwatch.v1.ISubscribeRequest, icmpwatch.v1.ISubscribeResponse>;
+export type SubscribeBatchesCall = ServerWritableStream<icmpwatch.v1.ISubscribeRequest, EncodedBatch>;
+
+/** A stream's call and how it is written: a message per record, or batches of encoded records. */
+export type SubscriberOutput = { call: SubscribeCall; batches: null } | { call: SubscribeBatchesCall; batches: ResponseEncodings };
 
 interface Loss {
   count: number;
@@ -20,16 +34,19 @@ export class Subscriber {
   private replayNext = 0;
   private readonly queue = new Deque<icmpwatch.v1.ISubscribeResponse>();
   private loss: Loss | null = null;
+  /** Taken for a batch that had no room left for it: first in the next one. */
+  private heldOver: Uint8Array | null = null;
   private waitingForDrain = false;
   private ending = false;
   private closed = false;
   private readonly closeListeners: (() => void)[] = [];
 
   constructor(
-    private readonly call: Call,
+    private readonly output: SubscriberOutput,
     private readonly queueLimit: number,
     private readonly onDrop: (count: number) => void,
   ) {
+    const call = output.call;
     call.on('cancelled', () => this.close());
     call.on('error', () => this.close());
     call.on('close', () => this.close());
@@ -53,15 +70,20 @@ export class Subscriber {
   offer(response: icmpwatch.v1.ISubscribeResponse, timeMs: number): void {
     if (this.closed || this.ending) return;
     if (this.queue.length >= this.queueLimit) {
-      this.loss = this.loss
-        ? { count: this.loss.count + 1, firstMs: Math.min(this.loss.firstMs, timeMs), lastMs: Math.max(this.loss.lastMs, timeMs) }
-        : { count: 1, firstMs: timeMs, lastMs: timeMs };
-      this.onDrop(1);
+      this.lose(timeMs);
       return;
     }
     this.flushLoss();
     this.queue.push(response);
     this.pump();
+  }
+
+  /** A live record dropped before it reached the queue: counted, and announced like queue overflow. */
+  lose(timeMs: number): void {
+    this.loss = this.loss
+      ? { count: this.loss.count + 1, firstMs: Math.min(this.loss.firstMs, timeMs), lastMs: Math.max(this.loss.lastMs, timeMs) }
+      : { count: 1, firstMs: timeMs, lastMs: timeMs };
+    this.onDrop(1);
   }
 
   /** Sends what is queued, then ends the stream. */
@@ -98,20 +120,49 @@ export class Subscriber {
 
   private pump(): void {
     while (!this.closed && !this.waitingForDrain) {
-      const response = this.next();
-      if (!response) break;
-      if (!this.call.write(response)) {
+      const written = this.writeNext();
+      if (written === null) break;
+      if (!written) {
         this.waitingForDrain = true;
-        this.call.once('drain', () => {
+        this.output.call.once('drain', () => {
           this.waitingForDrain = false;
           this.pump();
         });
       }
     }
-    if (this.ending && !this.closed && !this.waitingForDrain && this.queue.length === 0 && this.replayNext >= this.replay.length) {
-      this.call.end();
+    const drained = this.queue.length === 0 && this.replayNext >= this.replay.length && this.heldOver === null;
+    if (this.ending && !this.closed && !this.waitingForDrain && drained) {
+      this.output.call.end();
       this.close();
     }
+  }
+
+  /** Writes one message; what call.write answers, or null with nothing to write. */
+  private writeNext(): boolean | null {
+    const output = this.output;
+    if (output.batches === null) {
+      const response = this.next();
+      return response ? output.call.write(response) : null;
+    }
+    const batch: Uint8Array[] = [];
+    let bytes = 0;
+    while (batch.length < MAX_BATCH_RECORDS) {
+      let encoded = this.heldOver;
+      this.heldOver = null;
+      if (!encoded) {
+        const response = this.next();
+        if (!response) break;
+        encoded = output.batches.encoded(response);
+      }
+      const size = batchedSize(encoded);
+      if (batch.length > 0 && bytes + size > MAX_BATCH_BYTES) {
+        this.heldOver = encoded;
+        break;
+      }
+      batch.push(encoded);
+      bytes += size;
+    }
+    return batch.length > 0 ? output.call.write(batch) : null;
   }
 
   private close(): void {

@@ -36,34 +36,41 @@ export function familyOf(ev: icmpwatch.v1.IEvent): IpFamily | null {
 const MIN_SECONDS = -62_135_596_800;
 const MAX_SECONDS = 253_402_300_799;
 
-/**
- * RFC 3339 in UTC with nanoseconds, or with milliseconds when `millis`. A timestamp outside the
- * protobuf range (any agent can send one) is printed as its raw fields, never thrown on.
- */
+/** Whether google.protobuf.Timestamp allows these fields; outside, a time is printed as its raw fields. */
+export function timestampInRange(seconds: number, nanos: number): boolean {
+  return seconds >= MIN_SECONDS && seconds <= MAX_SECONDS && Number.isInteger(nanos) && nanos >= 0 && nanos < 1e9;
+}
+
 /** Events come in time order: the date part is formatted once per second, not per event. */
 let lastSeconds = NaN;
 let lastBase = '';
 
-export function formatTimestamp(ts: google.protobuf.ITimestamp | null | undefined, millis = false): string {
-  const seconds = Number(ts?.seconds ?? 0);
-  const nanos = ts?.nanos ?? 0;
-  if (!(seconds >= MIN_SECONDS && seconds <= MAX_SECONDS && Number.isInteger(nanos) && nanos >= 0 && nanos < 1e9)) {
-    return `invalid-time(seconds=${seconds},nanos=${nanos})`;
-  }
+/** "YYYY-MM-DDTHH:MM:SS" (UTC) of a time in range. */
+export function secondsText(seconds: number): string {
   if (seconds !== lastSeconds) {
     lastSeconds = seconds;
     lastBase = new Date(seconds * 1000).toISOString().slice(0, 19);
   }
-  const base = lastBase;
-  const fraction = String(nanos).padStart(9, '0');
-  return `${base}.${millis ? fraction.slice(0, 3) : fraction}Z`;
+  return lastBase;
 }
 
-function isEcho(family: IpFamily | null, type: number): boolean {
+/**
+ * RFC 3339 in UTC with nanoseconds, or with milliseconds when `millis`. A timestamp outside the
+ * protobuf range (any agent can send one) is printed as its raw fields, never thrown on.
+ */
+export function formatTimestamp(ts: google.protobuf.ITimestamp | null | undefined, millis = false): string {
+  const seconds = Number(ts?.seconds ?? 0);
+  const nanos = ts?.nanos ?? 0;
+  if (!timestampInRange(seconds, nanos)) return `invalid-time(seconds=${seconds},nanos=${nanos})`;
+  const fraction = String(nanos).padStart(9, '0');
+  return `${secondsText(seconds)}.${millis ? fraction.slice(0, 3) : fraction}Z`;
+}
+
+export function isEcho(family: IpFamily | null, type: number): boolean {
   return family === 'ipv4' ? type === 0 || type === 8 : family === 'ipv6' ? type === 128 || type === 129 : false;
 }
 
-function icmpLabel(ev: icmpwatch.v1.IEvent): string {
+export function icmpLabel(ev: icmpwatch.v1.IEvent): string {
   const family = familyOf(ev);
   const icmp = ev.icmp;
   // No ICMP header was decoded (a non-first fragment, a malformed or unreadable packet):
@@ -138,6 +145,7 @@ export function eventToJson(ev: icmpwatch.v1.IEvent): Record<string, Json> {
   if (ev.summary) {
     out.summary = {
       packets: Number(ev.summary.packets ?? 0),
+      sightings: Number(ev.summary.sightings ?? 0),
       first: formatTimestamp(ev.summary.first),
       last: formatTimestamp(ev.summary.last),
     };
@@ -184,6 +192,10 @@ export function eventToText(ev: icmpwatch.v1.IEvent): string {
     parts.push(`[${where.join(' ')}]`);
   }
   if (ev.flags?.length) parts.push(`flags=${ev.flags.map((f) => enumLabel(v1.Flag, 'FLAG_', f)).join(',')}`);
-  if (ev.summary) parts.push(`x${Number(ev.summary.packets ?? 0)} packets suppressed`);
+  if (ev.summary) {
+    const packets = Number(ev.summary.packets ?? 0);
+    const sightings = Number(ev.summary.sightings ?? 0);
+    parts.push(`x${packets} packets suppressed${sightings > packets ? ` (${sightings} sightings)` : ''}`);
+  }
   return parts.join(' ');
 }

@@ -60,7 +60,8 @@ describe('capture on the real kernel (routed pods)', function () {
     await net.ping('b', 'a', 6, ['-c', '3', '-i', '0.1', '-s', '100']);
     const a = net.pod('a').ipv6;
     const b = net.pod('b').ipv6;
-    const last = await run.waitFor(echoes(b, a, 128), 3);
+    // By length: the neighbour-resolving ping's report may come in after mark().
+    const last = await run.waitFor((ev) => echoes(b, a, 128)(ev) && ev.length === 40 + 8 + 100, 3);
     expect(last.map((e) => e.icmp?.seq)).to.deep.equal([1, 2, 3]);
     expect(new Set(last.map((e) => e.icmp?.id)).size).to.equal(1);
     for (const ev of last) {
@@ -124,6 +125,31 @@ describe('capture on the real kernel (routed pods)', function () {
       expect(v6!.icmp?.quoted?.destination).to.equal(net.pod('b').ipv6);
     } finally {
       await net.exec(net.node, ['ip', 'link', 'set', 'vb', 'mtu', '1500']);
+    }
+  });
+
+  it('says forwarded, once, for a packet the node routes off the node (only ever seen on the way)', async () => {
+    // A VXLAN overlay towards "another node", as overlay CNIs build it: the node namespace forwards
+    // pod a's echoes into it, so no namespace here owns the destination. (Between two pods of this
+    // node the destination pod sees the packet too, and that sighting is reported: tests above.)
+    const offNode = `198.51.${net.pod('a').ipv4.split('.')[1]}.7`;
+    await net.exec(net.node, ['ip', 'link', 'add', 'overlay', 'type', 'vxlan', 'id', '42', 'remote', '192.0.2.2', 'dstport', '4789']);
+    await net.exec(net.node, ['ip', 'link', 'set', 'overlay', 'up']);
+    await net.exec(net.node, ['ip', 'route', 'add', `${offNode}/32`, 'dev', 'overlay']);
+    await net.exec(net.node, ['ip', 'neigh', 'add', offNode, 'lladdr', '02:00:00:00:00:42', 'dev', 'overlay', 'nud', 'permanent']);
+    await net.ping('a', 'b', 4, ['-c', '1', '-W', '1']).catch(() => undefined); // the address book knows the node by now
+    run.mark();
+    await net.exec(net.pod('a').netns, ['ping', '-4', '-n', '-q', '-c', '3', '-i', '0.1', '-W', '1', offNode]).catch(() => undefined);
+    const a = net.pod('a').ipv4;
+    const evs = await run.waitFor(echoes(a, offNode, 8), 3);
+    await new Promise((r) => setTimeout(r, 300)); // past the hold time: any second report would be out
+    const all = run.recent().filter(echoes(a, offNode, 8));
+    expect(all.map((e) => e.icmp?.seq)).to.deep.equal([1, 2, 3]);
+    for (const ev of evs) {
+      expect(ev.observation?.point).to.equal(Point.OBSERVATION_POINT_FORWARDED);
+      expect(ev.observation?.netns).to.equal(net.netnsInode(net.node));
+      expect(ev.observation?.sightings).to.equal(1);
+      expect(ev.ttl).to.equal(64); // seen as the node received it, before its hop
     }
   });
 

@@ -30,9 +30,13 @@ describe('ring buffer loss (real kernel)', function () {
       for (const n of notices()) expect(n.events).to.be.at.least(n.ringFull);
 
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      const m = /^icmpwatch_kernel_ring_full_total\{hook="[a-z_]+"\} (\d+)$/m.exec(metrics);
-      expect(m, 'icmpwatch_kernel_ring_full_total on /metrics').to.not.equal(null);
-      expect(Number(m![1])).to.be.at.least(ringFull);
+      // One series per hook and family; the flood was IPv4.
+      const series = [...metrics.matchAll(/^icmpwatch_kernel_ring_full_total\{hook="([a-z_]+)",family="([a-z0-9]+)"\} (\d+)$/gm)];
+      expect(series.map((m) => m[2]).sort(), 'icmpwatch_kernel_ring_full_total families on /metrics').to.deep.equal(['ipv4', 'ipv6', 'unspecified']);
+      expect(new Set(series.map((m) => m[1]))).to.deep.equal(new Set([run.agent.probe.hook]));
+      const byFamily = Object.fromEntries(series.map((m) => [m[2]!, Number(m[3])]));
+      expect(byFamily.ipv4).to.be.at.least(ringFull - run.agent.probe.readCountersByFamily().ipv6.ringFull);
+      expect(byFamily.ipv4! + byFamily.ipv6! + byFamily.unspecified!).to.be.at.least(ringFull);
     } finally {
       await run.stop();
       await net.destroy();

@@ -232,6 +232,26 @@ describe('malformed and tricky packets (real kernel, raw frames)', function () {
     expect(run.agent.probe.readCounters().malformed - before).to.equal(undecoded.length);
   });
 
+  it('counts malformed packets per family; unspecified for frames unreadable as far as their IP header', async () => {
+    const before = run.agent.probe.readCountersByFamily();
+    const badV6 = ipv6(src6, dst6, [], 58, echo(128, 1014, 1));
+    badV6[0] = 0x40;
+    // Five stacked tags: deeper than the parser peels, so its family is never read.
+    let deep = ipv4({ src: srcIp, dst: dstIp, id: 511 }, echo(8, 1015, 1));
+    let inner = 0x0800;
+    for (let i = 0; i < 5; i++) {
+      deep = vlanTag(100 + i, inner, deep);
+      inner = 0x8100;
+    }
+    await send([v4(ipv4({ src: '0.0.0.0', dst: '0.0.0.0', version: 5 }, echo(8, 2006, 1))), v6(badV6), ethernet(dstMac, srcMac, 0x8100, deep)]);
+    await run.waitFor((e) => inNode(e) && (e.flags ?? []).some((f) => f === Flag.FLAG_BAD_VERSION || f === Flag.FLAG_VLAN_UNSUPPORTED), 3);
+    const [unreadable] = run.recent().filter(hasFlag(Flag.FLAG_VLAN_UNSUPPORTED));
+    expect(unreadable!.family ?? Family.FAMILY_UNSPECIFIED).to.equal(Family.FAMILY_UNSPECIFIED);
+    const after = run.agent.probe.readCountersByFamily();
+    const delta = (f: keyof typeof after) => after[f].malformed - before[f].malformed;
+    expect({ ipv4: delta('ipv4'), ipv6: delta('ipv6'), unspecified: delta('unspecified') }).to.deep.equal({ ipv4: 1, ipv6: 1, unspecified: 1 });
+  });
+
   it('never decodes headers outside the linear area (the stale-read trap)', async () => {
     for (const ns of [net.pod('a').netns, net.pod('b').netns]) await net.exec(ns, ['ip', 'link', 'set', 'eth0', 'mtu', '65000']);
     for (const dev of ['va', 'vb']) await net.exec(net.node, ['ip', 'link', 'set', dev, 'mtu', '65000']);

@@ -105,6 +105,35 @@ describe('sighting merger', () => {
     expect(reports.map((r) => r.sightings)).to.deep.equal([2, 2, 2, 1]);
   });
 
+  it('tells apart packets that differ in any one identity field, merges their repeats, forgets them after rememberMs to twice that', async () => {
+    const big = new SightingMerger({
+      holdMs: 30, rememberMs: 100, maxPending: 100_000, owns: () => 'local', hostNetns: () => HOST,
+      report: (r) => reports.push(r),
+    });
+    try {
+      const quote = { family: 4 as const, protocol: 17, src: '10.0.2.2', dst: '10.0.1.2', sport: 40000, dport: 33434 };
+      const variants: CapturedPacket[] = [];
+      for (let i = 1; i <= 2000; i++) {
+        variants.push(packet(POD_B, i), packet(POD_B, 7, { echoId: i + 7 }), packet(POD_B, 7, { totLen: 84 + i }));
+        variants.push(packet(POD_B, 7, { src: `10.0.${i >> 8}.${i & 255}` }), packet(POD_B, 7, { dst: `10.1.${i >> 8}.${i & 255}` }));
+        variants.push(packet(POD_B, 0, { ipId: 0, type: 3, code: 3, echoId: 0, echoSeq: 0, quoted: { ...quote, sport: 40000 + i } }));
+        variants.push(packet(POD_B, 0, { ipId: 0, type: 3, code: 3, echoId: 0, echoSeq: 0, quoted: { ...quote, src: `10.2.${i >> 8}.${i & 255}` } }));
+      }
+      for (const p of variants) big.add(p);
+      // Identical identities (TTL and namespace aside) once each: the variants above repeat a few.
+      const distinct = new Set(variants.map((p) => JSON.stringify({ ...p, ttl: 0, netns: 0 }))).size;
+      expect(reports).to.have.length(distinct);
+      expect(big.merged).to.equal(variants.length - distinct);
+      for (const p of variants) big.add({ ...p, ttl: 1 });
+      expect(reports).to.have.length(distinct);
+      await new Promise((r) => setTimeout(r, 250));
+      big.add(variants[0]!);
+      expect(reports).to.have.length(distinct + 1);
+    } finally {
+      big.flush();
+    }
+  });
+
   it('reports without merging once its bound is reached, and counts that', () => {
     for (let seq = 10; seq < 16; seq++) merger.add(packet(POD_B, seq));
     expect(reports).to.have.length(6);

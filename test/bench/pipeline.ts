@@ -3,7 +3,8 @@
 //               publishing synthetic events as fast as their buffers take them) -> the collector
 //               (`icmpwatch collector`): events/s stored, collector CPU per event, its memory.
 //   end to end: pings between two demo pods (icmpgen, paced) -> the real agent (tracepoint) ->
-//               collector -> S subscribers (Subscribe follow, in one helper process): events each
+//               collector -> S subscribers (SubscribeBatches follow as `icmpwatch observe` uses
+//               it, or Subscribe with RPC=Subscribe; in one helper process): events each
 //               subscriber got of those the agent exported, lost notices, and latency from the
 //               kernel's timestamp of the packet to receipt by a subscriber (p50/p99/max).
 //
@@ -20,6 +21,7 @@ import { DemoNetwork } from '../../src/cli/demo-network.js';
 import { ObserverClient } from '../../src/common/grpc/clients.js';
 import { icmpwatch } from '../../src/common/proto.js';
 import { silentLog } from '../collector/harness.js';
+import { follow, RPC } from './follow.js';
 import { CACHE, NODE, QUICK, ROOT, fixed, header, int, log, machine, percentile, publish } from './report.js';
 
 const run = promisify(execFile);
@@ -78,7 +80,7 @@ let nextPort = 21000 + (process.pid % 1000) * 8;
 async function startCollector(): Promise<{ child: ChildProcess; address: string; metricsPort: number }> {
   const port = nextPort++;
   const metricsPort = nextPort++;
-  const child = track(spawn(CLI, ['collector', '--listen', `127.0.0.1:${port}`, '--metrics-addr', `127.0.0.1:${metricsPort}`,
+  const child = track(spawn(CLI, ['collector', '--authorization=off', '--insecure-plaintext', '--listen', `127.0.0.1:${port}`, '--metrics-addr', `127.0.0.1:${metricsPort}`,
     '--history-events', '1000000', '--subscriber-queue', '10000'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: ROOT }));
   await waitReady(child, metricsPort, 'collector');
   return { child, address: `127.0.0.1:${port}`, metricsPort };
@@ -200,15 +202,15 @@ interface SubscribersResult {
  * and, on the first stream, the latency from the event's kernel time to receipt. Ends on SIGTERM.
  */
 async function runSubscribers(address: string, count: number, ips: string[]): Promise<SubscribersResult> {
-  const client = new ObserverClient(address);
+  // Each on its own connection, as from S machines.
+  const clients = Array.from({ length: count }, () => new ObserverClient(address, { 'grpc.use_local_subchannel_pool': 1 }));
   const received = new Array<number>(count).fill(0);
   const latencies: number[] = [];
   let lostNotices = 0;
   let lostEvents = 0;
   const ours = new Set(ips);
   const streams = Array.from({ length: count }, (_, i) => {
-    const stream = client.subscribe({ follow: true });
-    stream.on('data', (r: icmpwatch.v1.ISubscribeResponse) => {
+    const stream = follow(clients[i]!, (r) => {
       if (r.lostEvents) {
         lostNotices++;
         lostEvents += Number(r.lostEvents.count ?? 0);
@@ -253,7 +255,7 @@ async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: numbe
   const [a, b] = [net.pod('a'), net.pod('b')];
   const collector = await startCollector();
   const agentMetrics = nextPort++;
-  const agent = track(spawn(CLI, ['agent', '--probe', 'tracepoint', '--collector', collector.address, '--log-format', 'json',
+  const agent = track(spawn(CLI, ['agent', '--probe', 'tracepoint', '--collector', collector.address, '--insecure-plaintext', '--log-format', 'json',
     '--events-per-second', '0', '--metrics-addr', `127.0.0.1:${agentMetrics}`, '--node-name', 'bench'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: ROOT }));
   const subs = helper<SubscribersResult>(['--role', 'subscribers', collector.address, String(subscribers), a.ipv4, b.ipv4]);
   try {
@@ -327,7 +329,7 @@ async function main(): Promise<void> {
     '|---:|---:|---:|---:|---:|---:|---:|',
     ...ingestRows.map((r) => `| ${r.agents} | ${int(r.stored)} | ${int(r.events)} | ${fixed(r.elapsedS, 2)} | ${int(r.eventsPerS)} | ${fixed(r.collectorUsPerEvent, 2)} | ${fixed(r.collectorHwmMb)} |`),
     '',
-    `#### End to end: kernel -> agent -> collector -> subscribers (routed demo pods, icmpgen paced for ${E2E_SECONDS} s; latency from the packet's kernel timestamp to receipt)`,
+    `#### End to end: kernel -> agent -> collector -> subscribers (${RPC}; routed demo pods, icmpgen paced for ${E2E_SECONDS} s; latency from the packet's kernel timestamp to receipt)`,
     '',
     '| subscribers | offered events/s | achieved | agent events | each subscriber got (min-max) | lost notices | p50 ms | p99 ms | max ms | agent CPU us/event | collector CPU us/event |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',

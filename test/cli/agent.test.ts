@@ -112,8 +112,10 @@ describe('icmpwatch agent (CLI)', function () {
       expect((await get('/healthz')).status).to.equal(200);
       expect((await get('/readyz')).status).to.equal(200);
       const metrics = await (await get('/metrics')).text();
-      expect(metrics).to.match(/icmpwatch_kernel_events_total\{hook="tp_btf"\} [1-9]/);
-      expect(metrics).to.match(/icmpwatch_kernel_ring_full_total\{hook="tp_btf"\} 0/);
+      expect(metrics).to.match(/icmpwatch_kernel_events_total\{hook="tp_btf",family="ipv4"\} [1-9]/);
+      for (const family of ['ipv4', 'ipv6', 'unspecified']) {
+        expect(metrics).to.contain(`icmpwatch_kernel_ring_full_total{hook="tp_btf",family="${family}"} 0`);
+      }
       expect(metrics).to.match(/icmpwatch_agent_events_total\{hook="tp_btf",family="ipv4"\} [1-9]/);
       expect(metrics).to.contain('icmpwatch_kernel_malformed_total');
       expect(metrics).to.contain('icmpwatch_kernel_suppressed_total');

@@ -28,12 +28,16 @@ export function runCli(args: string[], onSpawn?: (child: ChildProcess) => void):
   });
 }
 
-/** A collector process; resolves once it logged the address it listens on. */
-export async function spawnCollector(args: string[]): Promise<{ child: ChildProcess; address: string; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [...ARGS, 'collector', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+/**
+ * A collector process; resolves once it logged the address it listens on. Without an
+ * --authorization flag in `args` it runs with access control off (no API server to ask).
+ */
+export async function spawnCollector(args: string[]): Promise<{ child: ChildProcess; address: string; exited: Promise<number | null>; log: () => string }> {
+  const access = args.some((a) => a.startsWith('--authorization')) ? [] : ['--authorization=off'];
+  const child = spawn(process.execPath, [...ARGS, 'collector', ...access, ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  let log = '';
   const address = await new Promise<string>((resolve, reject) => {
-    let log = '';
     child.stderr!.on('data', (d: Buffer) => {
       log += d.toString();
       const m = /"address":"([^"]+)".*"msg":"collector listening"/.exec(log);
@@ -41,5 +45,5 @@ export async function spawnCollector(args: string[]): Promise<{ child: ChildProc
     });
     void exited.then((code) => reject(new Error(`collector exited (${code}) before listening:\n${log}`)));
   });
-  return { child, address, exited };
+  return { child, address, exited, log: () => log };
 }

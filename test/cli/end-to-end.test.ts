@@ -30,7 +30,7 @@ describe('end to end: agent -> collector -> observe (real kernel, real gRPC)', f
   const ECHO_ID = 40000 + (process.pid % 20000);
 
   const observe = async (...args: string[]) => {
-    const r = await runCli(['observe', '--server', address, '-o', 'json', ...args]);
+    const r = await runCli(['observe', '--server', address, '--insecure-plaintext', '-o', 'json', ...args]);
     expect(r.code, r.stderr).to.equal(0);
     return r.stdout.split('\n').filter((l) => l.startsWith('{"time"')).map((l) => JSON.parse(l) as EventLine);
   };
@@ -45,8 +45,8 @@ describe('end to end: agent -> collector -> observe (real kernel, real gRPC)', f
       join(dir, 'endpoints.json'),
       JSON.stringify({ endpoints: [{ ip: net.pod('a').ipv4, namespace: 'shop', pod: 'web-1' }, { ip: net.pod('b').ipv4, namespace: 'shop', pod: 'db-0' }] }),
     );
-    collector = await spawnCollector(['--listen', address, '--data-dir', join(dir, 'data')]);
-    agent = spawn(CLI, ['agent', '--node-name', 'node-e2e', '--log-format', 'json', '--metrics-addr', 'off', '--endpoints-file', join(dir, 'endpoints.json'), '--collector', address], {
+    collector = await spawnCollector(['--insecure-plaintext', '--listen', address, '--data-dir', join(dir, 'data')]);
+    agent = spawn(CLI, ['agent', '--node-name', 'node-e2e', '--log-format', 'json', '--metrics-addr', 'off', '--endpoints-file', join(dir, 'endpoints.json'), '--collector', address, '--insecure-plaintext'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     agent.stdout!.on('data', (d: Buffer) => (agentOut += d.toString()));
@@ -62,7 +62,7 @@ describe('end to end: agent -> collector -> observe (real kernel, real gRPC)', f
   });
 
   it('shows pings between pods to a live subscriber and from history, exactly once, with pod names', async () => {
-    const live = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'observe', '--server', address, '--follow', '-o', 'json', '--type', 'echo-request', '--source-ip', net.pod('a').ipv4], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const live = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'observe', '--server', address, '--insecure-plaintext', '--follow', '-o', 'json', '--type', 'echo-request', '--source-ip', net.pod('a').ipv4], { stdio: ['ignore', 'pipe', 'inherit'] });
     let liveOut = '';
     live.stdout!.on('data', (d: Buffer) => (liveOut += d.toString()));
     try {
@@ -86,7 +86,7 @@ describe('end to end: agent -> collector -> observe (real kernel, real gRPC)', f
   });
 
   it('reports the node, its hook and counters in `status`', async () => {
-    const r = await runCli(['status', '--server', address]);
+    const r = await runCli(['status', '--server', address, '--insecure-plaintext']);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.contain('node-e2e').and.match(/tp_btf|TP_BTF/);
   });
@@ -98,7 +98,7 @@ describe('end to end: agent -> collector -> observe (real kernel, real gRPC)', f
     await net.ping('a', 'b', 4, ['-c', '3', '-i', '0.1']);
     // The node log keeps printing while the collector is away.
     await until(() => agentOut.split('\n').filter((l) => l.includes('"echo-request"') && l.includes(net.pod('a').ipv4)).length >= before + 3, 10_000, () => agentOut);
-    collector = await spawnCollector(['--listen', address, '--data-dir', join(dir, 'data')]);
+    collector = await spawnCollector(['--insecure-plaintext', '--listen', address, '--data-dir', join(dir, 'data')]);
     await until(() => (agentErr.match(/connected to collector/g) ?? []).length >= 2, 40_000, () => agentErr);
     let all: EventLine[] = [];
     await untilAsync(async () => (all = requestsFromA(await observe('--last', '1000'))).length >= before + 3, 20_000);

@@ -20,7 +20,7 @@ describe('cli: observe and status', function () {
   it('after the collector is SIGKILLed and restarted on its data dir mid-stream, --last returns every event once', async () => {
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'icmpwatch-crash-'));
     cleanups.push(() => fs.rm(dataDir, { recursive: true, force: true }));
-    let collector = await spawnCollector(['--listen', '127.0.0.1:0', '--data-dir', dataDir]);
+    let collector = await spawnCollector(['--insecure-plaintext', '--listen', '127.0.0.1:0', '--data-dir', dataDir]);
     cleanups.push(() => void collector.child.kill('SIGKILL'));
     const exporter: CollectorExporter = startExporter(collector.address, { batchSize: 50 });
     cleanups.push(() => exporter.close(100));
@@ -33,18 +33,18 @@ describe('cli: observe and status', function () {
         collector.child.kill('SIGKILL');
         expect(await collector.exited).to.equal(null);
       }
-      if (seq === 2200) collector = await spawnCollector(['--listen', collector.address, '--data-dir', dataDir]);
+      if (seq === 2200) collector = await spawnCollector(['--insecure-plaintext', '--listen', collector.address, '--data-dir', dataDir]);
     }
     await eventually(() => exporter.state().connected && exporter.state().bufferedEvents === 0, 20_000);
 
-    const observed = await runCli(['observe', '--server', collector.address, '--last', '100000', '-o', 'json']);
+    const observed = await runCli(['observe', '--server', collector.address, '--insecure-plaintext', '--last', '100000', '-o', 'json']);
     expect(observed.stderr).to.equal('');
     expect(observed.code).to.equal(0);
     const lines = observed.stdout.trim().split('\n').map((l) => JSON.parse(l) as { sequence?: number; lostEvents?: unknown });
     expect(lines.filter((l) => l.lostEvents)).to.deep.equal([]);
     expect(lines.map((l) => l.sequence)).to.deep.equal(range(1, total));
 
-    const status = await runCli(['status', '--server', collector.address]);
+    const status = await runCli(['status', '--server', collector.address, '--insecure-plaintext']);
     expect(status.code).to.equal(0);
     expect(status.stdout).to.match(/node-a connected hook=tp_btf\(netif_receive_skb\)/);
 
@@ -66,14 +66,14 @@ describe('cli: observe and status', function () {
     after(async () => collector.stop(1000));
 
     it('prints text lines, LOST notices apart, and applies filter flags', async () => {
-      const all = await runCli(['observe', '--server', collector.address, '--last', '3']);
+      const all = await runCli(['observe', '--server', collector.address, '--insecure-plaintext', '--last', '3']);
       expect(all.code).to.equal(0);
       const lines = all.stdout.trim().split('\n');
       expect(lines).to.have.length(3);
       expect(lines[0]).to.match(/ node-a echo-request 10\.1\.0\.2 \(demo\/pod-a\) -> 10\.2\.0\.2 \(demo\/pod-b\) id=1234 seq=10 /);
       expect(lines[2]).to.contain(' port-unreachable fd00::1 -> fd00::2');
 
-      const withLoss = await runCli(['observe', '--server', collector.address, '--type', 'port-unreachable', '--deny-family', 'ipv4']);
+      const withLoss = await runCli(['observe', '--server', collector.address, '--insecure-plaintext', '--type', 'port-unreachable', '--deny-family', 'ipv4']);
       const out = withLoss.stdout.trim().split('\n');
       expect(out[0]).to.match(/^LOST \S+ node-a 2 events lost in agent-export-buffer between /);
       expect(out.slice(1)).to.have.length(1);
@@ -93,12 +93,12 @@ describe('cli: observe and status', function () {
         [['--code', '300'], '--code: Too big'],
         [['--pod', 'shop/web/1'], "--pod: invalid pod 'shop/web/1'"],
       ] as const) {
-        const r = await runCli(['observe', '--server', collector.address, ...args]);
+        const r = await runCli(['observe', '--server', collector.address, '--insecure-plaintext', ...args]);
         expect([r.code, r.stderr]).to.satisfy(([code, err]: [number, string]) => code === 2 && err.includes(message), `${args.join(' ')}: ${r.stderr}`);
       }
       const noServer = await runCli(['observe', '--last', '5']);
       expect([noServer.code, noServer.stderr]).to.satisfy(([code, err]: [number, string]) => code === 2 && err.startsWith('icmpwatch observe: --server:'), noServer.stderr);
-      const badStatus = await runCli(['status', '--server', collector.address, '--bogus']);
+      const badStatus = await runCli(['status', '--server', collector.address, '--insecure-plaintext', '--bogus']);
       expect([badStatus.code, badStatus.stderr]).to.deep.equal([2, 'icmpwatch status: unknown flag --bogus\n']);
     });
 
@@ -106,7 +106,7 @@ describe('cli: observe and status', function () {
       const client = new ObserverClient(collector.address);
       const subscribers = async () => (await client.getStatus()).subscribers ?? 0;
       const before = await subscribers();
-      const r = await runCli(['observe', '--server', collector.address, '--follow'], (child) => {
+      const r = await runCli(['observe', '--server', collector.address, '--insecure-plaintext', '--follow'], (child) => {
         void eventually(async () => (await subscribers()) > before, 20_000).then(() => child.kill('SIGINT'));
       });
       client.close();
@@ -117,7 +117,8 @@ describe('cli: observe and status', function () {
   it('exits 1 with the status when the server cancels the call', async () => {
     const server = new grpc.Server();
     server.addService(observerService, {
-      subscribe: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit('error', { code: grpc.status.CANCELLED, details: 'cancelled by the server' }),
+      subscribe: () => undefined,
+      subscribeBatches: (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit('error', { code: grpc.status.CANCELLED, details: 'cancelled by the server' }),
       getStatus: () => undefined,
       listNodes: () => undefined,
     });
@@ -125,16 +126,16 @@ describe('cli: observe and status', function () {
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
     cleanups.push(() => server.forceShutdown());
-    const r = await runCli(['observe', '--server', `127.0.0.1:${port}`, '--follow']);
+    const r = await runCli(['observe', '--server', `127.0.0.1:${port}`, '--insecure-plaintext', '--follow']);
     expect([r.code, r.stderr]).to.deep.equal([1, 'icmpwatch observe: CANCELLED: cancelled by the server\n']);
   });
 
   it('exits 1 with the gRPC status when the collector is unreachable', async () => {
     const server = `127.0.0.1:${await freePort()}`;
-    const observed = await runCli(['observe', '--server', server]);
+    const observed = await runCli(['observe', '--server', server, '--insecure-plaintext']);
     expect(observed.code).to.equal(1);
     expect(observed.stderr).to.match(/^icmpwatch observe: UNAVAILABLE: /);
-    const status = await runCli(['status', '--server', server]);
+    const status = await runCli(['status', '--server', server, '--insecure-plaintext']);
     expect(status.code).to.equal(1);
     expect(status.stderr).to.match(/^icmpwatch status: UNAVAILABLE: /);
   });

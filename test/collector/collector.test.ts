@@ -51,7 +51,7 @@ describe('collector: lifecycle and operations', () => {
   it('on SIGTERM stops accepting, is NOT_SERVING and not ready while a follower drains its queue, then exits 0', async function () {
     this.timeout(30_000);
     const ops = `127.0.0.1:${await freePort()}`;
-    const collector = await spawnCollector(['--listen', '127.0.0.1:0', '--metrics-addr', ops]);
+    const collector = await spawnCollector(['--insecure-plaintext', '--listen', '127.0.0.1:0', '--metrics-addr', ops]);
     const client = new ObserverClient(collector.address);
     // Its own connection, not read from: what the collector holds for it stays in its queue.
     const slowClient = new ObserverClient(collector.address, { 'grpc.use_local_subchannel_pool': 1 });

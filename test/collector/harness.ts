@@ -3,8 +3,9 @@
 import net from 'node:net';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import type { ClientReadableStream } from '@grpc/grpc-js';
+import type { ClientReadableStream, Metadata } from '@grpc/grpc-js';
 import { CollectorExporter, type ExporterOptions } from '../../src/agent/export/exporter.js';
+import { DEFAULT_ADMISSION_LIMITS } from '../../src/collector/admission.js';
 import { Collector, type CollectorOptions } from '../../src/collector/collector.js';
 import { ObserverClient } from '../../src/common/grpc/clients.js';
 import { icmpwatch } from '../../src/common/proto.js';
@@ -18,7 +19,12 @@ export async function startCollector(overrides: Partial<CollectorOptions> = {}):
     dataDir: null,
     historyEvents: 100_000,
     historyAgeMs: 3_600_000,
+    historyBytes: 256 << 20,
     subscriberQueue: 10_000,
+    ingestListen: null,
+    tls: null,
+    limits: DEFAULT_ADMISSION_LIMITS,
+    access: null,
     log: silentLog,
     ...overrides,
   });
@@ -70,21 +76,30 @@ export function startExporter(address: string, overrides: Partial<ExporterOption
   });
 }
 
-/** A Subscribe stream whose responses accumulate in `received`; `until` awaits a condition on them. */
+/**
+ * A Subscribe (or SubscribeBatches) stream whose responses accumulate in `received`, and in
+ * `batches` as they came, a message each; `until` awaits a condition on them.
+ */
 export class CollectingSubscriber {
   readonly received: icmpwatch.v1.ISubscribeResponse[] = [];
+  readonly batches: icmpwatch.v1.ISubscribeResponse[][] = [];
   readonly events: icmpwatch.v1.IEvent[] = [];
   readonly lost: icmpwatch.v1.ILostEvents[] = [];
-  readonly stream: ClientReadableStream<icmpwatch.v1.ISubscribeResponse>;
+  readonly stream: ClientReadableStream<icmpwatch.v1.ISubscribeResponse | icmpwatch.v1.SubscribeBatch>;
   readonly done: Promise<Error | null>;
   private readonly waiters: (() => void)[] = [];
 
-  constructor(client: ObserverClient, request: icmpwatch.v1.ISubscribeRequest) {
-    this.stream = client.subscribe(request);
-    this.stream.on('data', (r: icmpwatch.v1.ISubscribeResponse) => {
-      this.received.push(r);
-      if (r.event) this.events.push(r.event);
-      if (r.lostEvents) this.lost.push(r.lostEvents);
+  constructor(client: ObserverClient, request: icmpwatch.v1.ISubscribeRequest, metadata?: Metadata, rpc: 'subscribe' | 'subscribeBatches' = 'subscribe') {
+    const stream = rpc === 'subscribe' ? client.subscribe(request, {}, metadata) : client.subscribeBatches(request, {}, metadata);
+    this.stream = stream;
+    stream.on('data', (message: icmpwatch.v1.ISubscribeResponse | icmpwatch.v1.SubscribeBatch) => {
+      const batch = rpc === 'subscribe' ? [message as icmpwatch.v1.ISubscribeResponse] : (message as icmpwatch.v1.SubscribeBatch).responses;
+      this.batches.push(batch);
+      for (const r of batch) {
+        this.received.push(r);
+        if (r.event) this.events.push(r.event);
+        if (r.lostEvents) this.lost.push(r.lostEvents);
+      }
       for (const w of [...this.waiters]) w();
     });
     this.done = new Promise((resolve) => {

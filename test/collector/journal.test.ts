@@ -8,13 +8,13 @@ import { CollectingSubscriber, echoEvent, eventually, range, sequences, silentLo
 
 const payload = (n: number) => Buffer.from(`record-${n}`.padEnd(40, '.'));
 
-async function open(dir: string, options: { maxRecords?: number; maxAgeMs?: number; segmentRecords?: number } = {}) {
+async function open(dir: string, options: { maxRecords?: number; maxAgeMs?: number; maxBytes?: number; segmentRecords?: number; segmentBytes?: number } = {}) {
   const recovered: string[] = [];
   const { journal, recovery } = await Journal.open(
     {
       dir,
-      retention: { maxRecords: options.maxRecords ?? 1000, maxAgeMs: options.maxAgeMs ?? 3_600_000 },
-      segmentRecords: options.segmentRecords ?? 1000,
+      retention: { maxRecords: options.maxRecords ?? 1000, maxAgeMs: options.maxAgeMs ?? 3_600_000, maxBytes: options.maxBytes ?? 1 << 30 },
+      segmentSize: { records: options.segmentRecords ?? 1000, bytes: options.segmentBytes ?? 1 << 30 },
       log: silentLog,
     },
     (p) => {
@@ -89,6 +89,22 @@ describe('collector: journal', () => {
     const empty = await open(dir);
     await empty.journal.close();
     expect(empty.recovered).to.deep.equal([]);
+  });
+
+  it('bounds its files by bytes too: segments end at their byte size, old ones go beyond the retained bytes', async () => {
+    // 48-byte records on disk (8 header + 40 payload): segments of 5, 480 bytes retained.
+    const bounds = { maxBytes: 480, segmentBytes: 240 };
+    const j = await open(dir, bounds);
+    for (const n of range(1, 100)) await j.journal.append([{ payload: payload(n), timeMs: Date.now() }]);
+    await j.journal.close();
+    const sizes = await Promise.all((await segments(dir)).map(async (f) => (await fs.stat(path.join(dir, f))).size));
+    // The retained bytes in whole segments, plus at most one segment and the one being written.
+    expect(sizes.reduce((a, b) => a + b, 0)).to.be.within(480, 480 + 2 * 240);
+    expect(Math.max(...sizes)).to.be.at.most(240);
+    const reopened = await open(dir, bounds);
+    expect(reopened.recovered.at(-1)).to.equal('record-100');
+    expect(reopened.recovered.length).to.be.within(10, 20);
+    await reopened.journal.close();
   });
 
   it('a collector restarted on a damaged data dir starts, serves what was intact and reports the damage', async () => {

@@ -64,6 +64,9 @@ describe('collector: health and reflection', () => {
     const api = fileDefining('icmpwatch.v1', 'Event')!;
     const timestamp = fileDefining('google.protobuf', 'Timestamp')!;
     expect(api.dependency).to.include(timestamp.name);
+    const observer = files.flatMap((f) => f.service ?? []).find((s) => s.name === 'Observer')!;
+    const batches = observer.method!.find((m) => m.name === 'SubscribeBatches')!;
+    expect([batches.inputType, batches.outputType, batches.serverStreaming]).to.deep.equal(['.icmpwatch.v1.SubscribeRequest', '.icmpwatch.v1.SubscribeBatch', true]);
     // Every import is served with the symbol's file and on its own by file name.
     for (const name of files.flatMap((f) => f.dependency ?? [])) {
       expect(files.map((f) => f.name)).to.include(name);

@@ -87,7 +87,8 @@ describe('common: flags (fuzz)', () => {
 
   it('collector flags: a result or a UsageError, and finite positive bounds', () => {
     fuzz(collectorFlags, { booleans: [], required: ['--listen', '127.0.0.1:0'] }, (flags, argv) => {
-      for (const n of [flags.historyEvents, flags.subscriberQueue]) expect(Number.isSafeInteger(n) && n > 0, JSON.stringify(argv)).to.equal(true);
+      const bounds = [flags.historyEvents, flags.historyBytes, flags.subscriberQueue, flags.maxSubscribers, flags.maxSubscribersPerPeer, flags.maxRequestsPerSecond];
+      for (const n of bounds) expect(Number.isSafeInteger(n) && n > 0, JSON.stringify(argv)).to.equal(true);
       expect(Number.isFinite(flags.historyAge) && flags.historyAge >= 0, JSON.stringify(argv)).to.equal(true);
     });
   });

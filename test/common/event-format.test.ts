@@ -1,7 +1,9 @@
 import { expect } from 'chai';
 import { eventToJson, eventToText } from '../../src/common/event-format.js';
+import { EventJsonWriter } from '../../src/common/event-json-writer.js';
 import { icmpName, parseIcmpSelector } from '../../src/common/icmp-names.js';
 import { icmpwatch } from '../../src/common/proto.js';
+import { Random, fuzzSeed, reportSeedOnFailure } from '../fuzz.js';
 
 const { Family, Flag, Hook, ObservationPoint } = icmpwatch.v1;
 
@@ -95,7 +97,7 @@ describe('common: event format', () => {
       ipId: 4321,
       fragmentOffset: 1480,
       flags: [Flag.FLAG_MORE_FRAGMENTS],
-      summary: { packets: 3, first: ping.time, last: ping.time },
+      summary: { packets: 3, sightings: 6, first: ping.time, last: ping.time },
     };
     const json = eventToJson(full);
     expect(json).to.deep.include({ ipId: 4321, fragmentOffset: 1480 });
@@ -140,5 +142,100 @@ describe('common: events without a decoded ICMP header', () => {
     expect(text).to.contain(' fragment 10.1.0.2 (demo/pod-a) -> 10.2.0.2 (demo/pod-b) ').and.contain('frag=1480');
     expect(text).to.not.contain('echo').and.not.contain('id=');
     expect(eventToText({ ...fragment, flags: [Flag.FLAG_BAD_IHL], fragmentOffset: 0 })).to.contain(' undecoded ');
+  });
+});
+
+describe('common: the node log JSON line writer', () => {
+  const seed = fuzzSeed(0x1c3a7);
+  afterEach(function () {
+    reportSeedOnFailure(this, seed);
+  });
+
+  /** Any field present or not, strings that need escaping (quotes, controls, lone surrogates), enum values out of range. */
+  function randomEvent(r: Random): icmpwatch.v1.IEvent {
+    const maybe = <T>(value: () => T): T | undefined => (r.chance(0.5) ? value() : undefined);
+    const text = () => (r.chance(0.1) ? `${r.string()}\ud800${r.string()}` : r.chance(0.5) ? r.pick(['10.1.0.2', 'fd00::1', 'demo', 'pod-a']) : r.string());
+    const small = () => r.pick([0, 1, 63, 84, 1480, 65535, r.int(1 << 20)]);
+    const enumValue = (max: number) => r.pick([0, 1 + r.int(max), 99]);
+    const timestamp = () => (r.chance(0.1) ? { seconds: r.extremeInt(), nanos: r.extremeInt() } : { seconds: 1_764_000_000 + r.int(1000), nanos: r.int(1e9) });
+    const endpoint = (): icmpwatch.v1.IEndpoint => ({
+      ip: maybe(text),
+      namespace: maybe(text),
+      pod: maybe(text),
+      podUid: maybe(text),
+      labels: maybe(() => Object.fromEntries(Array.from({ length: r.int(4) }, () => [text(), text()]))),
+      workload: maybe(() => ({ kind: maybe(text), name: maybe(text) })),
+      node: maybe(text),
+      service: maybe(text),
+      kind: maybe(() => enumValue(4)),
+      enrichment: maybe(() => enumValue(4)),
+    });
+    return {
+      time: maybe(timestamp),
+      node: maybe(text),
+      family: maybe(() => enumValue(2)),
+      source: maybe(endpoint),
+      destination: maybe(endpoint),
+      icmp: maybe(() => ({
+        type: r.pick([0, 3, 8, 11, 128, 129, 135, r.int(256)]),
+        code: maybe(() => r.int(16)),
+        name: maybe(text),
+        id: maybe(small),
+        seq: maybe(small),
+        mtu: maybe(small),
+        quoted: maybe(() => ({
+          source: maybe(text), destination: maybe(text), protocol: maybe(() => r.pick([1, 6, 17, 58])),
+          sourcePort: maybe(small), destinationPort: maybe(small), echoId: maybe(small), echoSeq: maybe(small),
+        })),
+      })),
+      ttl: maybe(small),
+      length: maybe(small),
+      ipId: maybe(small),
+      fragmentOffset: maybe(small),
+      observation: maybe(() => ({
+        hook: maybe(() => enumValue(4)),
+        point: maybe(() => enumValue(4)),
+        ifindex: maybe(small),
+        interface: maybe(text),
+        netns: maybe(() => r.pick([4026531840, 4026532001, 0])),
+        sightings: maybe(() => r.int(4)),
+        symbol: maybe(text),
+      })),
+      flags: maybe(() => Array.from({ length: r.int(4) }, () => enumValue(12))),
+      summary: maybe(() => ({ packets: maybe(small), first: maybe(timestamp), last: maybe(timestamp) })),
+      sequence: maybe(() => r.pick([1, 7, 2 ** 40])),
+    };
+  }
+
+  it('writes exactly JSON.stringify(eventToJson(event)) for random events, as built and as decoded from the wire', () => {
+    const r = new Random(seed);
+    // A small first buffer: lines with long strings must grow it, never be cut.
+    const writer = new EventJsonWriter(256);
+    const expected: string[] = [];
+    let decodedCount = 0;
+    for (let i = 0; i < 5000; i++) {
+      const ev = randomEvent(r);
+      writer.event(ev);
+      expected.push(JSON.stringify(eventToJson(ev)));
+      // What a subscriber gets: defaults filled in, unknown enum numbers kept.
+      let decoded: icmpwatch.v1.IEvent;
+      try {
+        decoded = icmpwatch.v1.Event.decode(icmpwatch.v1.Event.encode(ev).finish());
+      } catch {
+        continue; // out-of-range timestamps the encoder refuses
+      }
+      decodedCount++;
+      writer.event(decoded);
+      expected.push(JSON.stringify(eventToJson(decoded)));
+      if (i % 97 === 0) {
+        writer.text('{"notice":"lost","events":3}');
+        expected.push('{"notice":"lost","events":3}');
+      }
+      if (i % 500 === 0) expect(writer.take().toString('utf8').split('\n')).to.deep.equal([...expected.splice(0), '']);
+    }
+    expect(decodedCount).to.be.greaterThan(2500);
+    writer.event(ping);
+    expected.push(JSON.stringify(eventToJson(ping)));
+    expect(writer.take().toString('utf8').split('\n')).to.deep.equal([...expected, '']);
   });
 });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { loadYaml, type KubeConfig } from '@kubernetes/client-node';
 import { expect } from 'chai';
 import { AGENT_CLUSTER_ROLE_RULES } from '../../src/agent/enrich/kubernetes-rbac.js';
+import { ACCESS_REVIEW_RULES } from '../../src/collector/access-review.js';
 import { summary as observeUsage } from '../../src/cli/observe.js';
 import { summary as statusUsage } from '../../src/cli/status.js';
 import { useCluster, uniqueName, type TestCluster } from '../k8s/cluster.js';
@@ -41,6 +42,7 @@ const VARIANTS: Record<string, string[]> = {
     'image.digest=sha256:' + 'a'.repeat(64),
   ],
   'agent only': ['collector.enabled=false'],
+  'authorization off': ['collector.authorization.enabled=false'],
 };
 
 describe('helm chart: lint, template, values schema', function () {
@@ -105,7 +107,7 @@ describe('helm chart: lint, template, values schema', function () {
     expect(c.securityContext.readOnlyRootFilesystem).to.equal(true);
   });
 
-  it('collector: non-root, read-only, no capabilities, RuntimeDefault seccomp, no API token, Service ports', function () {
+  it('collector: non-root, read-only, no capabilities, RuntimeDefault seccomp, API token for access reviews only, Service ports', function () {
     const objs = render();
     const dep = one(objs, 'Deployment', 'collector');
     const pod = dep.spec.template.spec;
@@ -113,7 +115,8 @@ describe('helm chart: lint, template, values schema', function () {
     expect(pod.securityContext).to.deep.include({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
     expect(pod.securityContext.runAsUser).to.be.greaterThan(0);
     expect(c.securityContext).to.deep.equal({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, privileged: false, capabilities: { drop: ['ALL'] } });
-    expect(pod.automountServiceAccountToken).to.equal(false);
+    expect(pod.automountServiceAccountToken).to.equal(true);
+    expect(c.args).to.include.members(['--authorization=kubernetes', '--authorization-cache=15s']);
     expect(c.args[0]).to.equal('collector');
     const svc = one(objs, 'Service', 'collector');
     expect(svc.spec.ports.map((p: any) => p.name)).to.deep.equal(['grpc', 'metrics']);
@@ -121,11 +124,36 @@ describe('helm chart: lint, template, values schema', function () {
     expect(c.args).to.include(`--metrics-addr=:${svc.spec.ports[1].port}`);
     expect(c.volumeMounts.find((m: any) => m.name === 'data').mountPath).to.equal('/var/lib/icmpwatch');
     expect(pod.volumes.find((v: any) => v.name === 'data')).to.have.property('emptyDir');
-    // Nothing binds the collector's ServiceAccount to anything.
+    // One binding names the collector's ServiceAccount: to a role that may create the two reviews.
     const collectorSa = pod.serviceAccountName;
-    for (const b of objs.filter((o) => o.kind.endsWith('Binding'))) {
-      expect(b.subjects.map((s: any) => s.name)).not.to.include(collectorSa);
-    }
+    const bindings = objs.filter((o) => o.kind.endsWith('Binding') && o.subjects.some((s: any) => s.name === collectorSa));
+    expect(bindings.map((b) => b.kind)).to.deep.equal(['ClusterRoleBinding']);
+    const role = objs.find((o) => o.kind === 'ClusterRole' && o.metadata.name === bindings[0]!.roleRef.name)!;
+    expect(role.rules).to.deep.equal(ACCESS_REVIEW_RULES);
+  });
+
+  it('subscriber access: two viewer ClusterRoles on icmpevents.icmpwatch.io; off, no token, no rights, no roles', function () {
+    const objs = render();
+    const viewers = objs.filter((o) => o.kind === 'ClusterRole' && o.metadata.labels['app.kubernetes.io/component'] === 'access');
+    expect(viewers.map((r) => r.metadata.name)).to.deep.equal(['icmpwatch-cluster-viewer', 'icmpwatch-namespace-viewer']);
+    for (const r of viewers) expect(r.rules).to.deep.equal([{ apiGroups: ['icmpwatch.io'], resources: ['icmpevents'], verbs: ['get'] }]);
+    expect(container(one(render(['collector.authorization.cacheTtl=30s']), 'Deployment')).args).to.include('--authorization-cache=30s');
+
+    const off = render(['collector.authorization.enabled=false']);
+    const dep = one(off, 'Deployment', 'collector');
+    expect(dep.spec.template.spec.automountServiceAccountToken).to.equal(false);
+    expect(container(dep).args).to.include('--authorization=off').and.not.include('--authorization=kubernetes');
+    expect(off.filter((o) => o.kind === 'ClusterRole').map((r) => r.metadata.labels['app.kubernetes.io/component'])).to.deep.equal(['agent']);
+    const schema = helm(['template', 'x', chart, ...setArgs(['collector.authorization.cacheTtl=soon'])]);
+    expect(schema.status).not.to.equal(0);
+    expect(schema.stderr).to.include('/collector/authorization/cacheTtl');
+  });
+
+  it('collector bounds and subscriber limits: flags from values', function () {
+    const args = (sets: string[] = []) => container(one(render(sets), 'Deployment', 'collector')).args as string[];
+    expect(args()).to.include.members(['--history-bytes=268435456', '--max-subscribers=256', '--max-subscribers-per-peer=64', '--max-requests-per-second=100']);
+    const set = ['collector.historyBytes=2097152', 'collector.limits.maxSubscribers=10', 'collector.limits.maxSubscribersPerPeer=2', 'collector.limits.requestsPerSecond=5'];
+    expect(args(set)).to.include.members(['--history-bytes=2097152', '--max-subscribers=10', '--max-subscribers-per-peer=2', '--max-requests-per-second=5']);
   });
 
   it('persistence: a PVC for --data-dir and the Recreate strategy', function () {
@@ -145,7 +173,7 @@ describe('helm chart: lint, template, values schema', function () {
   });
 
   it("the agent's ClusterRole rules are the enrichment's (src/agent/enrich/kubernetes-rbac.ts)", function () {
-    const role = one(render(), 'ClusterRole');
+    const role = one(render(), 'ClusterRole', 'agent');
     expect(role.rules).to.deep.equal(AGENT_CLUSTER_ROLE_RULES.map((r) => ({ apiGroups: [...r.apiGroups], resources: [...r.resources], verbs: [...r.verbs] })));
   });
 
@@ -158,6 +186,8 @@ describe('helm chart: lint, template, values schema', function () {
     ['agent.capabilities={BPF,CAP_PERFMON}', /at '\/agent\/capabilities\/1': value must be one of/],
     ['agent.metricsPort=70000', /at '\/agent\/metricsPort': maximum: got 70,?000, want 65,?535/],
     ['agent.metricPort=9999', /at '\/agent': additional properties 'metricPort' not allowed/],
+    ['collector.limits.maxSubscribers=0', /at '\/collector\/limits\/maxSubscribers': minimum: got 0, want 1/],
+    ['collector.historyBytes=1000', /at '\/collector\/historyBytes': minimum: got 1,?000, want /],
   ];
   for (const [set, message] of BAD) {
     it(`refuses ${set} with a schema message naming the value`, function () {
@@ -245,6 +275,7 @@ function api(kc: KubeConfig, method: string, path: string, body?: unknown): Prom
 const COLLECTIONS: Record<string, { group: string; plural: string; namespaced: boolean }> = {
   ServiceAccount: { group: 'api/v1', plural: 'serviceaccounts', namespaced: true },
   Service: { group: 'api/v1', plural: 'services', namespaced: true },
+  Secret: { group: 'api/v1', plural: 'secrets', namespaced: true },
   PersistentVolumeClaim: { group: 'api/v1', plural: 'persistentvolumeclaims', namespaced: true },
   Pod: { group: 'api/v1', plural: 'pods', namespaced: true },
   Namespace: { group: 'api/v1', plural: 'namespaces', namespaced: false },
@@ -252,6 +283,7 @@ const COLLECTIONS: Record<string, { group: string; plural: string; namespaced: b
   Deployment: { group: 'apis/apps/v1', plural: 'deployments', namespaced: true },
   ClusterRole: { group: 'apis/rbac.authorization.k8s.io/v1', plural: 'clusterroles', namespaced: false },
   ClusterRoleBinding: { group: 'apis/rbac.authorization.k8s.io/v1', plural: 'clusterrolebindings', namespaced: false },
+  RoleBinding: { group: 'apis/rbac.authorization.k8s.io/v1', plural: 'rolebindings', namespaced: true },
   ServiceMonitor: { group: 'apis/monitoring.coreos.com/v1', plural: 'servicemonitors', namespaced: true },
   PodMonitor: { group: 'apis/monitoring.coreos.com/v1', plural: 'podmonitors', namespaced: true },
   CustomResourceDefinition: { group: 'apis/apiextensions.k8s.io/v1', plural: 'customresourcedefinitions', namespaced: false },
@@ -390,7 +422,10 @@ describe('helm chart on the real kube-apiserver (server-side dry run)', function
     expect(text).to.include(`observe --server ${collectorArg.slice('--collector='.length)} --follow`);
     // grpcurl: methods of the Observer service, and a request body of SubscribeRequest's fields.
     const grpcurl = lines.filter((l) => l.startsWith('grpcurl '));
-    expect(grpcurl).to.include(`grpcurl -plaintext 127.0.0.1:${grpc} list`);
+    // TLS by default (tls.mode=helm): the CA fetched from the collector's Secret.
+    expect(grpcurl).to.include(`grpcurl -cacert ca.crt 127.0.0.1:${grpc} list`);
+    const tlsSecret = one(objs, 'Secret', 'collector').metadata.name;
+    expect(lines).to.include(`kubectl -n ${ns} get secret ${tlsSecret} -o jsonpath='{.data.ca\\.crt}' | base64 -d > ca.crt`);
     const proto = readFileSync(join(repo, 'proto/icmpwatch/v1/observer.proto'), 'utf8');
     const service = /service Observer \{([^}]*)\}/.exec(proto)![1]!;
     const subscribeRequest = /message SubscribeRequest \{([^}]*)\}/.exec(proto)![1]!;
@@ -400,6 +435,18 @@ describe('helm chart on the real kube-apiserver (server-side dry run)', function
     const body = JSON.parse(/-d '([^']*)'/.exec(grpcurl.find((l) => l.includes('/Subscribe'))!)![1]!) as Record<string, unknown>;
     for (const field of Object.keys(body)) expect(subscribeRequest, `SubscribeRequest.${field}`).to.match(new RegExp(`\\s${field} = \\d+;`));
     for (const line of grpcurl) expect(line).to.include(`127.0.0.1:${grpc}`);
+  });
+
+  it('NOTES: how to bind the viewer roles, with their rendered names; authorization off said loudly', function () {
+    const release = uniqueName('rel');
+    const text = notes([], 'watch', release);
+    const roles = render([], 'watch', release).filter((o) => o.kind === 'ClusterRole' && o.metadata.name.includes('-viewer')).map((o) => o.metadata.name);
+    expect(roles).to.have.length(2);
+    expect(text).to.include(`kubectl create clusterrolebinding alice-icmpwatch --clusterrole=${roles[0]} --user=alice`);
+    expect(text).to.include(`kubectl -n shop create rolebinding alice-icmpwatch --clusterrole=${roles[1]} --user=alice`);
+    expect(text).to.include('--token-file token').and.include('-H "authorization: Bearer $(cat token)"');
+    const off = notes(['collector.authorization.enabled=false'], 'watch', release);
+    expect(off).to.include('AUTHORIZATION IS OFF').and.not.include('--token-file').and.not.include('rolebinding');
   });
 
   it('NOTES: only what is installed (no collector: no port-forward or grpcurl; no agents: no kubectl logs)', function () {
@@ -420,8 +467,9 @@ describe('helm chart on the real kube-apiserver (server-side dry run)', function
     await mustCreate(kc, one(inRestricted, 'ServiceAccount', 'collector'), false);
     const collectorPod = await create(kc, podFrom(one(inRestricted, 'Deployment'), 'collector-0'), true);
     expect(collectorPod.status, collectorPod.body?.message).to.equal(201);
-    expect(collectorPod.body.spec.automountServiceAccountToken).to.equal(false);
-    expect(collectorPod.body.spec.volumes.some((v: any) => v.projected), 'a service-account token volume').to.equal(false);
+    // Its token (for the access reviews) is the projected, expiring ServiceAccount token.
+    expect(collectorPod.body.spec.automountServiceAccountToken).to.equal(true);
+    expect(collectorPod.body.spec.volumes.some((v: any) => v.projected), 'a service-account token volume').to.equal(true);
 
     // The agent needs host namespaces and host paths: "baseline" refuses it, naming why.
     const inBaseline = render([], baseline, release);
@@ -441,7 +489,7 @@ describe('helm chart on the real kube-apiserver (server-side dry run)', function
     }
   });
 
-  it("RBAC: the agent's ServiceAccount may read what enrichment watches, not secrets, not writes; the collector's may read nothing", async function () {
+  it("RBAC: the agent's ServiceAccount may read what enrichment watches, not secrets, not writes; the collector's may only review access; the viewer roles", async function () {
     const ns = await cluster.namespace('rbac');
     const release = uniqueName('rel');
     const objs = render([], ns, release);
@@ -450,14 +498,14 @@ describe('helm chart on the real kube-apiserver (server-side dry run)', function
     }
     const agentSa = one(objs, 'ServiceAccount', 'agent').metadata.name;
     const collectorSa = one(objs, 'ServiceAccount', 'collector').metadata.name;
-    const can = async (sa: string, verb: string, group: string, resource: string): Promise<boolean> => {
+    const can = async (sa: string, verb: string, group: string, resource: string, namespace?: string): Promise<boolean> => {
       const r = await api(kc, 'POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
         apiVersion: 'authorization.k8s.io/v1',
         kind: 'SubjectAccessReview',
         spec: {
           user: `system:serviceaccount:${ns}:${sa}`,
           groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`, 'system:authenticated'],
-          resourceAttributes: { verb, group, resource, version: '*' },
+          resourceAttributes: { verb, group, resource, version: '*', namespace },
         },
       });
       expect(r.status).to.equal(201);
@@ -480,9 +528,28 @@ describe('helm chart on the real kube-apiserver (server-side dry run)', function
     for (const [verb, group, resource] of [['get', '', 'secrets'], ['list', '', 'secrets'], ['list', '', 'configmaps'], ['create', '', 'pods/exec'], ['list', 'apps', 'deployments']]) {
       expect(await can(agentSa, verb!, group!, resource!), `agent ${verb} ${group}/${resource}`).to.equal(false);
     }
-    for (const [verb, group, resource] of [['list', '', 'pods'], ['watch', '', 'nodes'], ['get', '', 'secrets']]) {
+    for (const [verb, group, resource] of [['list', '', 'pods'], ['watch', '', 'nodes'], ['get', '', 'secrets'], ['get', 'icmpwatch.io', 'icmpevents']]) {
       expect(await can(collectorSa, verb!, group!, resource!), `collector ${verb} ${group}/${resource}`).to.equal(false);
     }
+    expect(await can(collectorSa, 'create', 'authentication.k8s.io', 'tokenreviews')).to.equal(true);
+    expect(await can(collectorSa, 'create', 'authorization.k8s.io', 'subjectaccessreviews')).to.equal(true);
+    // The namespace viewer bound in one namespace: that namespace's events, not another's, not cluster-wide.
+    const viewer = 'a-viewer';
+    await mustCreate(kc, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: viewer, namespace: ns } }, false);
+    const nsViewer = objs.find((o) => o.kind === 'ClusterRole' && o.metadata.name.endsWith('-namespace-viewer'))!.metadata.name;
+    await mustCreate(kc, {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata: { name: viewer, namespace: ns },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: nsViewer },
+      subjects: [{ kind: 'ServiceAccount', name: viewer, namespace: ns }],
+    }, false);
+    while (!(await can(viewer, 'get', 'icmpwatch.io', 'icmpevents', ns))) {
+      if (Date.now() > deadline + 15_000) throw new Error('the role binding never took effect');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(await can(viewer, 'get', 'icmpwatch.io', 'icmpevents', 'default')).to.equal(false);
+    expect(await can(viewer, 'get', 'icmpwatch.io', 'icmpevents')).to.equal(false);
     // Cluster-scoped objects outlive the namespace: remove them.
     for (const o of objs.filter((x) => x.kind === 'ClusterRole' || x.kind === 'ClusterRoleBinding')) {
       await api(kc, 'DELETE', `${collectionPath(o)}/${o.metadata.name}`);

@@ -260,28 +260,42 @@ describe('Dockerfile', function () {
      * The collector as the rendered Deployment starts it, as its user: --data-dir on a directory
      * owned like the pod's volume (fsGroup), --listen rewritten to loopback (nothing leaves this host).
      */
-    async function startRenderedCollector(dep: Obj): Promise<{ child: ChildProcess; output: () => string; grpcPort: number; metricsPort: number }> {
+    async function startRenderedCollector(
+      objs: Obj[],
+      inCluster?: { serviceAccount: string; server: URL; stash: string },
+    ): Promise<{ child: ChildProcess; output: () => string; grpcPort: number; metricsPort: number; caFile: string }> {
+      const dep = objs.find((o) => o.kind === 'Deployment')!;
       const pod = dep.spec.template.spec;
       const c = pod.containers[0];
       const port = (name: string) => c.ports.find((p: { name: string }) => p.name === name).containerPort as number;
       const data = mkdtempSync(join(layout.root, 'data-'));
       chownSync(data, pod.securityContext.runAsUser, pod.securityContext.fsGroup);
       const mountPath = c.volumeMounts.find((m: { name: string }) => m.name === 'data').mountPath as string;
-      const args = (c.args as string[]).map((a) => a.replace(`=${mountPath}`, `=${data}`).replace(/^--listen=.*:(\d+)$/, '--listen=127.0.0.1:$1'));
+      const tls = mountSecret(objs, dep, layout.root, pod.securityContext.fsGroup);
+      const args = (c.args as string[]).map((a) => tls.rewrite(a.replace(`=${mountPath}`, `=${data}`).replace(/^--listen=.*:(\d+)$/, '--listen=127.0.0.1:$1')));
       expect(args).to.include(`--data-dir=${data}`).and.include(`--listen=127.0.0.1:${port('grpc')}`);
-      const { child, output } = start([...layout.entrypoint, ...args], { env: imageEnv(), uid: pod.securityContext.runAsUser, gid: pod.securityContext.runAsGroup });
+      const { runAsUser, runAsGroup } = pod.securityContext;
+      // In the cluster: the kubelet's KUBERNETES_SERVICE_HOST/PORT and the service account mounted
+      // where it projects it (a mount namespace of its own), then the pod's user without privileges.
+      const { child, output } = inCluster
+        ? start(
+            ['unshare', '--mount', '--propagation', 'slave', '--', 'sh', '-euc', POD_MOUNTS, 'pod-mounts', inCluster.serviceAccount, inCluster.stash,
+              'setpriv', `--reuid=${runAsUser}`, `--regid=${runAsGroup}`, '--clear-groups', '--no-new-privs', '--', ...layout.entrypoint, ...args],
+            { env: { ...imageEnv(), KUBERNETES_SERVICE_HOST: inCluster.server.hostname, KUBERNETES_SERVICE_PORT: inCluster.server.port } },
+          )
+        : start([...layout.entrypoint, ...args], { env: imageEnv(), uid: runAsUser, gid: runAsGroup });
       await waitHttp(`http://127.0.0.1:${port('metrics')}/readyz`, child, output);
-      return { child, output, grpcPort: port('grpc'), metricsPort: port('metrics') };
+      return { child, output, grpcPort: port('grpc'), metricsPort: port('metrics'), caFile: join(tls.dir, 'ca.crt') };
     }
 
     it("the collector starts with the rendered Deployment's args, as a non-root user, and serves gRPC and /readyz", async function () {
       requirePrerequisite(this, haveHelm, HELM_PREREQ);
       requirePrerequisite(this, isRoot, 'root (to run the collector as its chart user)');
       const [grpcPort, metricsPort] = [await freePort(), await freePort()];
-      const dep = render([`collector.grpcPort=${grpcPort}`, `collector.metricsPort=${metricsPort}`]).find((o: Obj) => o.kind === 'Deployment')!;
-      const { child, output } = await startRenderedCollector(dep);
+      const { child, output, caFile } = await startRenderedCollector(render([`collector.grpcPort=${grpcPort}`, `collector.metricsPort=${metricsPort}`, 'collector.authorization.enabled=false']));
       try {
-        const status = spawnSync(layout.entrypoint[0]!, ['status', '--server', `127.0.0.1:${grpcPort}`], { encoding: 'utf8' });
+        // Over TLS, trusting the chart's CA; its certificate names 127.0.0.1 for port-forwards.
+        const status = spawnSync(layout.entrypoint[0]!, ['status', '--server', `127.0.0.1:${grpcPort}`, '--tls-ca', caFile], { encoding: 'utf8' });
         expect(status.status, status.stdout + status.stderr).to.equal(0);
       } finally {
         expect(await stop(child), output()).to.equal(0);
@@ -305,7 +319,7 @@ describe('Dockerfile', function () {
         await net?.destroy();
       });
 
-      it("enriches real pings between pods created through the API and streams them to the rendered collector; `icmpwatch observe` names both pods", async function () {
+      it("enriches real pings between pods created through the API and streams them to the rendered collector, which authorizes a namespace viewer's token; `icmpwatch observe` names both pods", async function () {
         const admin = cluster.admin;
         const objects = KubernetesObjectApi.makeApiClient(admin);
         const core = admin.makeApiClient(CoreV1Api);
@@ -322,16 +336,22 @@ describe('Dockerfile', function () {
           await objects.create(o);
           if (!o.metadata.namespace) cleanups.push(() => objects.delete(o));
         }
-        // The token the kubelet would mount for the pod's ServiceAccount, from the TokenRequest API.
-        const tr = await core.createNamespacedServiceAccountToken({ name: podSpec.serviceAccountName, namespace: releaseNs, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
-        const token = tr.status!.token!;
         const server = new URL(admin.getCurrentCluster()!.server);
-        const secrets = mkdtempSync(join(tmpdir(), 'icmpwatch-sa-'));
-        cleanups.push(async () => rmSync(secrets, { recursive: true, force: true }));
-        writeFileSync(join(secrets, 'token'), token);
-        writeFileSync(join(secrets, 'ca.crt'), Buffer.from(admin.getCurrentCluster()!.caData!, 'base64'));
-        writeFileSync(join(secrets, 'namespace'), releaseNs);
-        await untilAllowed(admin, server, token);
+        // The service-account directory the kubelet would project for a pod: a token from the
+        // TokenRequest API, the cluster's CA and the namespace, readable by the pod's user.
+        const serviceAccountDir = async (name: string, namespace: string): Promise<{ dir: string; token: string }> => {
+          const tr = await core.createNamespacedServiceAccountToken({ name, namespace, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
+          const dir = mkdtempSync(join(tmpdir(), 'icmpwatch-sa-'));
+          cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+          chmodSync(dir, 0o755);
+          writeFileSync(join(dir, 'token'), tr.status!.token!, { mode: 0o644 });
+          writeFileSync(join(dir, 'ca.crt'), Buffer.from(admin.getCurrentCluster()!.caData!, 'base64'), { mode: 0o644 });
+          writeFileSync(join(dir, 'namespace'), namespace, { mode: 0o644 });
+          return { dir, token: tr.status!.token! };
+        };
+        const agentAccount = await serviceAccountDir(podSpec.serviceAccountName, releaseNs);
+        const secrets = agentAccount.dir;
+        await untilAllowed(admin, server, agentAccount.token);
 
         // Two "pods" in two namespaces: network namespaces here, Pod objects in the API with their IPs.
         net = await DemoNetwork.create('routed');
@@ -352,15 +372,36 @@ describe('Dockerfile', function () {
           await core.patchNamespacedPodStatus({ name: p.name, namespace: p.namespace, body: { status } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
         }
 
-        const collector = await startRenderedCollector(objs.find((o) => o.kind === 'Deployment')!);
+        // The collector authorizes subscribers with its own ServiceAccount's access reviews.
+        const collectorPod = objs.find((o) => o.kind === 'Deployment')!.spec.template.spec;
+        expect(collectorPod.automountServiceAccountToken).to.equal(true);
+        const collectorStash = mkdtempSync(join(tmpdir(), 'icmpwatch-hostrun-'));
+        cleanups.push(async () => rmSync(collectorStash, { recursive: true, force: true }));
+        const collectorAccount = await serviceAccountDir(collectorPod.serviceAccountName, releaseNs);
+        const collector = await startRenderedCollector(objs, { serviceAccount: collectorAccount.dir, server, stash: collectorStash });
         cleanups.push(() => stop(collector.child));
+
+        // The subscriber: a team's ServiceAccount bound to the chart's namespace viewer in its own
+        // namespace only (the pinger's), presenting its token as `observe --token-file`.
+        const viewerRole = objs.find((o) => o.kind === 'ClusterRole' && o.metadata.name.endsWith('-namespace-viewer'))!.metadata.name as string;
+        await core.createNamespacedServiceAccount({ namespace: nsA, body: { metadata: { name: 'team-a' } } });
+        await objects.create({
+          apiVersion: 'rbac.authorization.k8s.io/v1',
+          kind: 'RoleBinding',
+          metadata: { name: 'team-a-icmpevents', namespace: nsA },
+          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: viewerRole },
+          subjects: [{ kind: 'ServiceAccount', name: 'team-a', namespace: nsA }],
+        });
+        const viewerToken = join((await serviceAccountDir('team-a', nsA)).dir, 'token');
 
         // The container's command line: no `command`, so the image's ENTRYPOINT with the rendered
         // args; the collector's Service name rewritten to the loopback collector.
         expect(c.command).to.equal(undefined);
         const collectorArg = (c.args as string[]).find((a) => a.startsWith('--collector='));
         expect(collectorArg).to.equal(`--collector=${release}-icmpwatch-collector.${releaseNs}.svc:${grpcPort}`);
-        const args = (c.args as string[]).map((a) => (a === collectorArg ? `--collector=127.0.0.1:${grpcPort}` : a));
+        // The agents' client certificate, from the Secret the DaemonSet mounts.
+        const agentTls = mountSecret(objs, ds, layout.root, 0);
+        const args = (c.args as string[]).map((a) => (a === collectorArg ? `--collector=127.0.0.1:${grpcPort}` : agentTls.rewrite(a)));
         // The environment: the image's, the rendered env (downward API), and the kubelet's
         // KUBERNETES_SERVICE_HOST/PORT. No --kubeconfig: the agent must find the service account.
         const env: Record<string, string> = { ...imageEnv(), KUBERNETES_SERVICE_HOST: server.hostname, KUBERNETES_SERVICE_PORT: server.port };
@@ -406,7 +447,7 @@ describe('Dockerfile', function () {
         const deadline = Date.now() + 20_000;
         while (seen.length === 0) {
           if (Date.now() > deadline) throw new Error(`observe never showed the pings:\nagent: ${agent.output().slice(-3000)}\ncollector: ${collector.output().slice(-2000)}`);
-          const r = await runCli(['observe', '--server', `127.0.0.1:${grpcPort}`, '-o', 'json', '--last', '1000']);
+          const r = await runCli(['observe', '--server', `127.0.0.1:${grpcPort}`, '--tls-ca', collector.caFile, '--token-file', viewerToken, '-o', 'json', '--last', '1000']);
           expect(r.code, r.stderr).to.equal(0);
           seen = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as EventLine).filter(ours);
           if (seen.length === 0) await new Promise((r) => setTimeout(r, 250));
@@ -445,6 +486,27 @@ mount --rbind "$stash/netns" /run/netns
 mount --bind -o ro "$secrets" /run/secrets/kubernetes.io/serviceaccount
 umount -l "$stash"
 exec "$@"`;
+
+/**
+ * The Secret a rendered workload mounts as volume `tls`, as the kubelet would lay it out (files
+ * with the volume's defaultMode, group `gid` as fsGroup gives it), in a new directory under `root`;
+ * `rewrite` points a rendered argument at it instead of the mount path.
+ */
+function mountSecret(objs: Obj[], workload: Obj, root: string, gid: number): { dir: string; rewrite: (arg: string) => string } {
+  const pod = workload.spec.template.spec;
+  const volume = pod.volumes.find((v: { name: string }) => v.name === 'tls');
+  const mount = pod.containers[0].volumeMounts.find((m: { name: string }) => m.name === 'tls');
+  expect(volume, `${workload.kind} mounts its TLS Secret`).to.not.equal(undefined);
+  const secret = objs.find((o) => o.kind === 'Secret' && o.metadata.name === volume.secret.secretName)!;
+  const dir = mkdtempSync(join(root, 'tls-'));
+  chmodSync(dir, 0o755);
+  for (const [key, value] of Object.entries(secret.data as Record<string, string>)) {
+    const file = join(dir, key);
+    writeFileSync(file, Buffer.from(value, 'base64'), { mode: volume.secret.defaultMode });
+    chownSync(file, 0, gid);
+  }
+  return { dir, rewrite: (arg) => arg.replace(`=${mount.mountPath}/`, `=${dir}/`) };
+}
 
 /** Linux capabilities by bit number (linux/capability.h). */
 const CAPABILITIES = 'chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap linux_immutable net_bind_service net_broadcast net_admin net_raw ipc_lock ipc_owner sys_module sys_rawio sys_chroot sys_ptrace sys_pacct sys_admin sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm block_suspend audit_read perfmon bpf checkpoint_restore'.split(' ');

@@ -68,3 +68,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "icmpwatch.collector.address" -}}
 {{ include "icmpwatch.collector.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.collector.grpcPort }}
 {{- end -}}
+
+{{/* Secrets with tls.crt, tls.key and ca.crt for the collector and the agents (tls.mode != plaintext). */}}
+{{- define "icmpwatch.collector.tlsSecret" -}}
+{{- if eq .Values.tls.mode "existingSecrets" -}}
+{{ required "tls.existingSecrets.collector: the collector's Secret (tls.crt, tls.key, ca.crt) is required with tls.mode=existingSecrets" .Values.tls.existingSecrets.collector }}
+{{- else -}}
+{{ include "icmpwatch.collector.fullname" . }}-tls
+{{- end -}}
+{{- end -}}
+
+{{- define "icmpwatch.agent.tlsSecret" -}}
+{{- if eq .Values.tls.mode "existingSecrets" -}}
+{{ required "tls.existingSecrets.agent: the agents' Secret (tls.crt, tls.key, ca.crt) is required with tls.mode=existingSecrets" .Values.tls.existingSecrets.agent }}
+{{- else -}}
+{{ include "icmpwatch.agent.fullname" . }}-tls
+{{- end -}}
+{{- end -}}
+
+{{/* The DNS names of the collector's Service, which its certificate carries. */}}
+{{- define "icmpwatch.collector.dnsNames" -}}
+{{- $svc := include "icmpwatch.collector.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{ toJson (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) "localhost") }}
+{{- end -}}

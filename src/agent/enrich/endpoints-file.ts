@@ -28,6 +28,20 @@ export const EndpointsFile = z.object({ endpoints: z.array(EndpointEntry) }).str
 
 export class EndpointsFileError extends Error {}
 
+/** Far beyond any cluster's pods (about 200 bytes each); a file past it is a mistake, not read. */
+export const MAX_ENDPOINTS_FILE_BYTES = 64 << 20;
+
+/** The file's text, refused beyond the size bound before it is read. */
+function readEndpointsFile(path: string, size: number): string {
+  const tooBig = (bytes: number) =>
+    new EndpointsFileError(`${path}: ${bytes} bytes, more than the limit of ${MAX_ENDPOINTS_FILE_BYTES} bytes`);
+  if (size > MAX_ENDPOINTS_FILE_BYTES) throw tooBig(size);
+  const bytes = readFileSync(path);
+  // It may have grown since it was looked at.
+  if (bytes.length > MAX_ENDPOINTS_FILE_BYTES) throw tooBig(bytes.length);
+  return bytes.toString('utf8');
+}
+
 /** Parses and validates an endpoints file; errors name the JSON path of the bad field. */
 export function parseEndpointsFile(path: string, text: string): Map<string, icmpwatch.v1.IEndpoint> {
   let json: unknown;
@@ -79,7 +93,7 @@ export class EndpointsFileResolver implements EndpointResolver {
     pollMs = 1000,
   ) {
     this.loaded = statSync(path);
-    this.table = parseEndpointsFile(path, readFileSync(path, 'utf8'));
+    this.table = parseEndpointsFile(path, readEndpointsFile(path, this.loaded.size));
     // Polled and compared with the version loaded (fs.watchFile compares consecutive polls, and
     // its first poll may already see a file replaced right after start). Rename-replacement works.
     this.poller = setInterval(() => {
@@ -97,7 +111,7 @@ export class EndpointsFileResolver implements EndpointResolver {
   private reload(seen: Stats): void {
     this.loaded = seen;
     try {
-      this.table = parseEndpointsFile(this.path, readFileSync(this.path, 'utf8'));
+      this.table = parseEndpointsFile(this.path, readEndpointsFile(this.path, seen.size));
       this.reloads++;
       this.log.info({ path: this.path, endpoints: this.table.size }, 'endpoints file reloaded');
     } catch (err) {

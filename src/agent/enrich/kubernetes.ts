@@ -1,5 +1,4 @@
-import { existsSync } from 'node:fs';
-import { AppsV1Api, BatchV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api, BatchV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/log.js';
 import { icmpwatch } from '../../common/proto.js';
@@ -23,20 +22,7 @@ import type { EndpointResolver } from './resolver.js';
 const Kind = icmpwatch.v1.EndpointKind;
 const Enrichment = icmpwatch.v1.Enrichment;
 
-const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
-
-/** Running in a pod with a service-account token mounted. */
-export function inCluster(): boolean {
-  return Boolean(process.env.KUBERNETES_SERVICE_HOST) && existsSync(SERVICE_ACCOUNT_TOKEN);
-}
-
-/** A kubeconfig file, or the pod's service account (whose token client-node re-reads as it rotates). */
-export function loadKubeConfig(path: string | null): KubeConfig {
-  const kc = new KubeConfig();
-  if (path) kc.loadFromFile(path);
-  else kc.loadFromCluster();
-  return kc;
-}
+export { inCluster, loadKubeConfig } from '../../common/kubeconfig.js';
 
 export interface KubernetesResolverOptions {
   kubeConfig: KubeConfig;

@@ -4,12 +4,15 @@
 // skips what it already holds by sequence, so a short collector outage loses and duplicates nothing.
 // Beyond the buffer's bound the oldest events are dropped, counted and announced to the collector.
 import { randomUUID } from 'node:crypto';
-import type { ClientDuplexStream, ServiceError } from '@grpc/grpc-js';
+import { status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { IngestClient } from '../../common/grpc/clients.js';
+import type { ClientTransport } from '../../common/grpc/tls.js';
 import type { Logger } from '../../common/log.js';
 import { icmpwatch } from '../../common/proto.js';
 import { Backoff } from './backoff.js';
+import { encodeBatchRequest } from './batch-request.js';
+import { encodeEvent } from './event-encoder.js';
 import { SendBuffer } from './send-buffer.js';
 
 export interface AgentCounters {
@@ -22,6 +25,8 @@ export interface AgentCounters {
 export interface ExporterOptions {
   /** Collector HOST:PORT. */
   address: string;
+  /** Absent: plaintext. */
+  transport?: ClientTransport | undefined;
   node: string;
   hook: icmpwatch.v1.Hook;
   symbol: string;
@@ -44,13 +49,14 @@ export interface ExporterState {
   lastError: string | null;
 }
 
-type IngestStream = ClientDuplexStream<icmpwatch.v1.IIngestRequest, icmpwatch.v1.IIngestResponse>;
+type IngestStream = ClientDuplexStream<icmpwatch.v1.IIngestRequest | Uint8Array, icmpwatch.v1.IIngestResponse>;
 
 const MAX_BATCH_BYTES = 1 << 20;
 /** An empty batch carries the counters when there were no events for this long. */
 const HEARTBEAT_MS = 10_000;
 
-function createExporterMetrics(registry: Registry) {
+/** The buffer's gauges are read when scraped: setting them on every publish cost more than the rest of publish. */
+function createExporterMetrics(registry: Registry, buffer: SendBuffer) {
   const registers = [registry];
   return {
     acked: new Counter({ name: 'icmpwatch_agent_export_acked_events_total', help: 'Events the collector acknowledged.', registers }),
@@ -59,8 +65,22 @@ function createExporterMetrics(registry: Registry) {
       help: 'Events dropped from the full export buffer (announced to the collector).',
       registers,
     }),
-    buffered: new Gauge({ name: 'icmpwatch_agent_export_buffered_events', help: 'Events awaiting acknowledgement.', registers }),
-    bufferedBytes: new Gauge({ name: 'icmpwatch_agent_export_buffered_bytes', help: 'Encoded size of the buffered events.', registers }),
+    buffered: new Gauge({
+      name: 'icmpwatch_agent_export_buffered_events',
+      help: 'Events awaiting acknowledgement.',
+      registers,
+      collect() {
+        this.set(buffer.length);
+      },
+    }),
+    bufferedBytes: new Gauge({
+      name: 'icmpwatch_agent_export_buffered_bytes',
+      help: 'Encoded size of the buffered events.',
+      registers,
+      collect() {
+        this.set(buffer.bytes);
+      },
+    }),
     connected: new Gauge({ name: 'icmpwatch_agent_export_connected', help: '1 while a stream to the collector is up.', registers }),
     reconnects: new Counter({ name: 'icmpwatch_agent_export_reconnects_total', help: 'Streams to the collector opened after the first.', registers }),
   };
@@ -97,10 +117,10 @@ export class CollectorExporter {
 
   constructor(private readonly options: ExporterOptions) {
     const backoff = options.backoff ?? { minMs: 200, maxMs: 30_000 };
-    this.client = new IngestClient(options.address, backoff);
+    this.client = new IngestClient(options.address, backoff, options.transport);
     this.buffer = new SendBuffer(options.maxBufferedEvents, options.maxBufferedBytes);
     this.backoff = new Backoff(backoff.minMs, backoff.maxMs);
-    this.metrics = createExporterMetrics(options.registry);
+    this.metrics = createExporterMetrics(options.registry, this.buffer);
     this.heartbeat = setInterval(() => {
       if (Date.now() - this.lastSendMs >= HEARTBEAT_MS) this.send(true);
     }, HEARTBEAT_MS);
@@ -118,9 +138,7 @@ export class CollectorExporter {
       const sequence = Number(event.sequence ?? 0);
       if (!(sequence > this.lastPublished)) throw new Error(`event sequence ${sequence} does not follow ${this.lastPublished}`);
       this.lastPublished = sequence;
-      const bytes = icmpwatch.v1.Event.encode(event).len;
-      this.countDropped(this.buffer.add({ event, sequence, bytes }));
-      this.updateBufferGauges();
+      this.countDropped(this.buffer.add({ encoded: encodeEvent(event), sequence, time: event.time ?? null }));
       if (sequence - this.sentThrough >= this.options.batchSize) this.send(false);
       else this.batchTimer ??= setTimeout(() => this.send(false), this.options.batchDelayMs);
     } catch (err) {
@@ -181,7 +199,7 @@ export class CollectorExporter {
     this.dropSent = 0;
     this.waitingForDrain = false;
     stream.on('data', (response: icmpwatch.v1.IIngestResponse) => this.onAck(stream, response));
-    stream.on('error', (err: ServiceError) => this.onStreamEnd(stream, `${err.code ?? ''} ${err.details ?? err.message}`.trim()));
+    stream.on('error', (err: ServiceError) => this.onStreamEnd(stream, `${err.code ?? ''} ${err.details ?? err.message}`.trim(), err.code));
     stream.on('end', () => this.onStreamEnd(stream, 'stream ended by the collector'));
     // A collector that lost track of this process (restarted without its journal) starts from here.
     stream.write({
@@ -208,7 +226,6 @@ export class CollectorExporter {
     if (sequence > this.acked) {
       this.metrics.acked.inc(this.buffer.ack(sequence));
       this.acked = sequence;
-      this.updateBufferGauges();
     } else if (this.buffer.dropped && this.buffer.dropped.lastSequence <= sequence) {
       this.buffer.ack(sequence);
     }
@@ -217,7 +234,7 @@ export class CollectorExporter {
     this.send(false);
   }
 
-  private onStreamEnd(stream: IngestStream, reason: string): void {
+  private onStreamEnd(stream: IngestStream, reason: string, code?: status): void {
     if (stream !== this.stream) return;
     this.stream = null;
     stream.cancel();
@@ -226,7 +243,9 @@ export class CollectorExporter {
     this.lastError = reason;
     if (this.closed) return;
     const delay = this.backoff.next();
-    const log = wasConnected ? this.options.log.warn.bind(this.options.log) : this.options.log.debug.bind(this.options.log);
+    // A refused certificate is a configuration error the operator must see, even before the first connection.
+    const refused = code === status.UNAUTHENTICATED || code === status.PERMISSION_DENIED;
+    const log = wasConnected || refused ? this.options.log.warn.bind(this.options.log) : this.options.log.debug.bind(this.options.log);
     log({ collector: this.options.address, reason, retryInMs: Math.round(delay), buffered: this.buffer.length }, 'collector stream down');
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
@@ -245,16 +264,18 @@ export class CollectorExporter {
       if (events.length === 0 && !dropNews && !force) return;
       force = false;
       const c = this.options.counters();
-      const batch: icmpwatch.v1.IEventBatch = {
-        events: events.map((e) => e.event),
-        counters: { ...c, exportDropped: this.droppedTotal },
-        dropped: drop && { firstSequence: drop.firstSequence, lastSequence: drop.lastSequence, first: drop.first, last: drop.last },
-      };
+      const request = encodeBatchRequest(
+        events.map((e) => e.encoded),
+        {
+          counters: { ...c, exportDropped: this.droppedTotal },
+          dropped: drop && { firstSequence: drop.firstSequence, lastSequence: drop.lastSequence, first: drop.first, last: drop.last },
+        },
+      );
       if (events.length > 0) this.sentThrough = events[events.length - 1]!.sequence;
       if (drop) this.dropSent = drop.version;
       this.lastSendMs = Date.now();
       const stream = this.stream;
-      if (!stream.write({ batch })) {
+      if (!stream.write(request)) {
         this.waitingForDrain = true;
         stream.once('drain', () => {
           if (stream !== this.stream) return;
@@ -274,10 +295,5 @@ export class CollectorExporter {
   private setConnected(connected: boolean): void {
     this.connected = connected;
     this.metrics.connected.set(connected ? 1 : 0);
-  }
-
-  private updateBufferGauges(): void {
-    this.metrics.buffered.set(this.buffer.length);
-    this.metrics.bufferedBytes.set(this.buffer.bytes);
   }
 }

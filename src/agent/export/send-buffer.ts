@@ -1,12 +1,13 @@
 // Events not yet acknowledged by the collector, in sequence order, bounded by count and bytes. When
 // full the oldest are dropped; the dropped sequences are kept as one range to announce.
 import { Deque } from '../../common/deque.js';
-import type { google, icmpwatch } from '../../common/proto.js';
+import type { google } from '../../common/proto.js';
 
 export interface BufferedEvent {
-  event: icmpwatch.v1.IEvent;
+  /** The event encoded (Event message bytes). */
+  encoded: Uint8Array;
   sequence: number;
-  bytes: number;
+  time: google.protobuf.ITimestamp | null;
 }
 
 /** Dropped sequences not yet covered by an acknowledgement; `version` changes with each drop. */
@@ -41,7 +42,7 @@ export class SendBuffer {
   /** Adds an event; returns how many old ones were dropped to make room. */
   add(entry: BufferedEvent): number {
     this.events.push(entry);
-    this.totalBytes += entry.bytes;
+    this.totalBytes += entry.encoded.length;
     let dropped = 0;
     while (this.events.length > this.maxEvents || (this.totalBytes > this.maxBytes && this.events.length > 1)) {
       this.drop(this.events.shift()!);
@@ -51,8 +52,8 @@ export class SendBuffer {
   }
 
   private drop(entry: BufferedEvent): void {
-    this.totalBytes -= entry.bytes;
-    const time = entry.event.time ?? null;
+    this.totalBytes -= entry.encoded.length;
+    const time = entry.time;
     this.dropped = this.dropped
       ? { ...this.dropped, lastSequence: entry.sequence, last: time ?? this.dropped.last, version: ++this.dropVersion }
       : { firstSequence: entry.sequence, lastSequence: entry.sequence, first: time, last: time, version: ++this.dropVersion };
@@ -62,7 +63,7 @@ export class SendBuffer {
   ack(sequence: number): number {
     let removed = 0;
     while ((this.events.peek()?.sequence ?? Infinity) <= sequence) {
-      this.totalBytes -= this.events.shift()!.bytes;
+      this.totalBytes -= this.events.shift()!.encoded.length;
       removed++;
     }
     if (this.dropped && this.dropped.lastSequence <= sequence) this.dropped = null;
@@ -82,9 +83,9 @@ export class SendBuffer {
     let bytes = 0;
     for (let i = lo; i < this.events.length && out.length < maxEvents; i++) {
       const e = this.events.at(i)!;
-      if (out.length > 0 && bytes + e.bytes > maxBytes) break;
+      if (out.length > 0 && bytes + e.encoded.length > maxBytes) break;
       out.push(e);
-      bytes += e.bytes;
+      bytes += e.encoded.length;
     }
     return out;
   }

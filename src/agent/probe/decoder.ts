@@ -38,10 +38,27 @@ export interface CapturedPacket {
   quoted: QuotedHeader | null;
 }
 
-const HOOK_BY_ID = new Map<number, HookName>(Object.entries(HOOK_IDS).map(([k, v]) => [v, k as HookName]));
+/** Hook names by kernel id; an unknown id reads as tp_btf. */
+const HOOK_BY_ID: HookName[] = [];
+for (const [name, id] of Object.entries(HOOK_IDS) as [HookName, number][]) HOOK_BY_ID[id] = name;
+
+/**
+ * Recently formatted IPv4 addresses, direct-mapped by their last two bytes: traffic repeats its
+ * addresses, and building their text cost more than decoding the rest of a record.
+ */
+const v4Words = new Int32Array(256);
+const v4Texts = new Array<string | undefined>(256).fill(undefined);
 
 export function formatIpv4(b: Uint8Array, at: number): string {
-  return `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
+  const word = (b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!;
+  const slot = (b[at + 2]! ^ b[at + 3]!) & 0xff;
+  let text = v4Texts[slot];
+  if (text === undefined || v4Words[slot] !== word) {
+    text = `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
+    v4Texts[slot] = text;
+    v4Words[slot] = word;
+  }
+  return text;
 }
 
 /** RFC 5952 text: lower case, longest run of two or more zero groups as `::`. */
@@ -102,7 +119,7 @@ export function decodeEvent(view: DataView, bytes: Uint8Array, off: number): Cap
     echoId: view.getUint16(off + F.echo_id.offset, true),
     echoSeq: view.getUint16(off + F.echo_seq.offset, true),
     family,
-    hook: HOOK_BY_ID.get(view.getUint8(off + F.hook.offset)) ?? 'tp_btf',
+    hook: HOOK_BY_ID[view.getUint8(off + F.hook.offset)] ?? 'tp_btf',
     type: view.getUint8(off + F.type.offset),
     code: view.getUint8(off + F.code.offset),
     ttl: view.getUint8(off + F.ttl.offset),

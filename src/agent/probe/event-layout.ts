@@ -50,9 +50,18 @@ export const FLAG_BITS = {
 
 export type FlagName = keyof typeof FLAG_BITS;
 
-/** enum icmpw_counter: indexes of the per-CPU "counters" map. */
-export const COUNTERS = ['events', 'ringFull', 'suppressed', 'aggFull', 'malformed', 'nonlinear', 'rcvDropped'] as const;
+/** enum icmpw_counter: columns of the per-CPU "counters" map. */
+export const COUNTERS = ['events', 'ringFull', 'suppressed', 'aggFull', 'malformed', 'nonlinear', 'rcvDropped', 'suppressedSightings'] as const;
 export type CounterName = (typeof COUNTERS)[number];
+
+/**
+ * enum icmpw_counter_family: rows of the "counters" map (key row * COUNTERS.length + column), named
+ * as the `family` label of events. `unspecified`: the frame could not be read as far as its IP
+ * header (a VLAN tag past the linear area, more stacked tags than the parser peels), as events
+ * with no family say.
+ */
+export const COUNTER_FAMILIES = ['unspecified', 'ipv4', 'ipv6'] as const;
+export type CounterFamily = (typeof COUNTER_FAMILIES)[number];
 
 /** enum icmpw_hook */
 export const HOOK_IDS = { tp_btf: 1, raw_tp: 2, fexit: 3, kretprobe: 4 } as const;
@@ -63,4 +72,4 @@ export const CONTROL = { size: 24, eventsPerSecond: 0, wakeupBytes: 8, aggSlot: 
 
 /** struct icmpw_agg_key / struct icmpw_agg_value */
 export const AGG_KEY = { size: 36, family: 0, type: 1, code: 2, saddr: 4, daddr: 20 } as const;
-export const AGG_VALUE = { size: 24, packets: 0, firstNs: 8, lastNs: 16 } as const;
+export const AGG_VALUE = { size: 32, packets: 0, firstNs: 8, lastNs: 16, sightings: 24 } as const;

@@ -4,7 +4,7 @@ import { bpf, errno, errnoName, isNullOrErr, ObjectOpenOpts, type Pointer, setLi
 import { KERNEL_BTF, readKernelFeatures, type KernelFeatures } from './kernel-features.js';
 import { RingReader } from './ring-reader.js';
 import { decodeEvent, formatIpv4, formatIpv6, type CapturedPacket } from './decoder.js';
-import { AGG_KEY, AGG_VALUE, CONTROL, COUNTERS, type CounterName, type HookName } from './event-layout.js';
+import { AGG_KEY, AGG_VALUE, CONTROL, COUNTER_FAMILIES, COUNTERS, type CounterFamily, type CounterName, type HookName } from './event-layout.js';
 
 /** The CO-RE object `make build` compiles from bpf/. */
 export const DEFAULT_OBJECT = fileURLToPath(new URL('../../../build/bpf/icmpwatch.bpf.o', import.meta.url));
@@ -115,7 +115,7 @@ export interface ProbeOptions {
   btfPath: string | null;
   /** Ring buffer size in bytes: a power of two, multiple of the page size. */
   ringBytes: number;
-  /** Per-node events per second before packets are only counted in-kernel; 0 = no limit. */
+  /** Per-node packets per second before packets are only counted in-kernel; 0 = no limit. */
   eventsPerSecond: number;
   wakeupBytes: number;
   onLibbpfMessage: (level: 'warn' | 'info' | 'debug', message: string) => void;
@@ -129,6 +129,8 @@ export interface FloodAggregate {
   src: string;
   dst: string;
   packets: number;
+  /** Sightings of those packets: a packet seen in the node and then a pod counts twice here. */
+  sightings: number;
   firstNs: number;
   lastNs: number;
 }
@@ -145,7 +147,7 @@ export class ProbeError extends Error {
 /** Loads the BPF object on the best hook the kernel allows and gives access to its maps. */
 export class Probe {
   private reader: RingReader | null = null;
-  private finalCounters: Record<CounterName, number> | null = null;
+  private finalCounters: Record<CounterFamily, Record<CounterName, number>> | null = null;
   private readonly control = Buffer.alloc(CONTROL.size);
   private readonly zeroKey = Buffer.alloc(4);
   private readonly ncpus = bpf.numPossibleCpus();
@@ -218,20 +220,31 @@ export class Probe {
     this.reader.start();
   }
 
-  /** Per-CPU counters summed over CPUs; after close(), their final values. */
+  /** Per-CPU counters summed over CPUs and families; after close(), their final values. */
   readCounters(): Record<CounterName, number> {
+    const byFamily = this.readCountersByFamily();
+    const out = {} as Record<CounterName, number>;
+    for (const name of COUNTERS) out[name] = COUNTER_FAMILIES.reduce((sum, f) => sum + byFamily[f][name], 0);
+    return out;
+  }
+
+  /** Per-CPU counters summed over CPUs, per family; after close(), their final values. */
+  readCountersByFamily(): Record<CounterFamily, Record<CounterName, number>> {
     if (this.finalCounters) return this.finalCounters;
     const fd = this.mapFd('counters');
     const values = Buffer.alloc(8 * this.ncpus);
     const key = Buffer.alloc(4);
-    const out = {} as Record<CounterName, number>;
-    COUNTERS.forEach((name, i) => {
-      key.writeUInt32LE(i);
-      let sum = 0;
-      if (bpf.mapLookup(fd, key, values) === 0) {
-        for (let cpu = 0; cpu < this.ncpus; cpu++) sum += Number(values.readBigUInt64LE(cpu * 8));
-      }
-      out[name] = sum;
+    const out = {} as Record<CounterFamily, Record<CounterName, number>>;
+    COUNTER_FAMILIES.forEach((family, row) => {
+      const counters = (out[family] = {} as Record<CounterName, number>);
+      COUNTERS.forEach((name, column) => {
+        key.writeUInt32LE(row * COUNTERS.length + column);
+        let sum = 0;
+        if (bpf.mapLookup(fd, key, values) === 0) {
+          for (let cpu = 0; cpu < this.ncpus; cpu++) sum += Number(values.readBigUInt64LE(cpu * 8));
+        }
+        counters[name] = sum;
+      });
     });
     return out;
   }
@@ -268,6 +281,7 @@ export class Probe {
         src: fmt(key, AGG_KEY.saddr),
         dst: fmt(key, AGG_KEY.daddr),
         packets: Number(value.readBigUInt64LE(AGG_VALUE.packets)),
+        sightings: Number(value.readBigUInt64LE(AGG_VALUE.sightings)),
         firstNs: Number(value.readBigUInt64LE(AGG_VALUE.firstNs)),
         lastNs: Number(value.readBigUInt64LE(AGG_VALUE.lastNs)),
       });
@@ -287,7 +301,7 @@ export class Probe {
   close(): void {
     if (this.finalCounters) return;
     this.detach();
-    this.finalCounters = this.readCounters();
+    this.finalCounters = this.readCountersByFamily();
     bpf.objectClose(this.obj);
   }
 }

@@ -2,6 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { icmpwatch } from '../proto.js';
 import { ingestService, observerService } from './services.js';
+import { plaintextTransport, transportOptions, type ClientTransport } from './tls.js';
 
 /** Keepalive pings find a dead peer on a long-lived stream (a half-open TCP connection). */
 export const keepaliveOptions: grpc.ChannelOptions = {
@@ -12,17 +13,25 @@ export const keepaliveOptions: grpc.ChannelOptions = {
 
 export class IngestClient extends grpc.Client {
   /** `reconnect` bounds grpc-js's own connection backoff (default 1 s to 120 s) to the caller's. */
-  constructor(address: string, reconnect: { minMs: number; maxMs: number } = { minMs: 1000, maxMs: 120_000 }) {
-    super(address, grpc.credentials.createInsecure(), {
+  constructor(
+    address: string,
+    reconnect: { minMs: number; maxMs: number } = { minMs: 1000, maxMs: 120_000 },
+    transport: ClientTransport = plaintextTransport(),
+  ) {
+    super(address, transport.credentials, {
       ...keepaliveOptions,
+      ...transportOptions(transport),
       'grpc.initial_reconnect_backoff_ms': reconnect.minMs,
       'grpc.max_reconnect_backoff_ms': reconnect.maxMs,
     });
   }
 
-  stream(): grpc.ClientDuplexStream<icmpwatch.v1.IIngestRequest, icmpwatch.v1.IIngestResponse> {
+  /** Requests are messages, or their bytes already encoded (the agent's batches: each event is encoded once). */
+  stream(): grpc.ClientDuplexStream<icmpwatch.v1.IIngestRequest | Uint8Array, icmpwatch.v1.IIngestResponse> {
     const m = ingestService.stream;
-    return this.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize);
+    const serialize = (request: icmpwatch.v1.IIngestRequest | Uint8Array) =>
+      request instanceof Uint8Array ? Buffer.from(request.buffer, request.byteOffset, request.byteLength) : m.requestSerialize(request);
+    return this.makeBidiStreamRequest(m.path, serialize, m.responseDeserialize);
   }
 }
 
@@ -31,29 +40,45 @@ function unary<Req, Res>(
   m: grpc.MethodDefinition<Req, Res>,
   request: Req,
   options: grpc.CallOptions,
+  metadata: grpc.Metadata,
 ): Promise<Res> {
   return new Promise((resolve, reject) => {
-    client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize, request, options, (err, res) =>
+    client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize, request, metadata, options, (err, res) =>
       err || res === undefined ? reject(err ?? new Error('empty response')) : resolve(res),
     );
   });
 }
 
 export class ObserverClient extends grpc.Client {
-  constructor(address: string, options: grpc.ChannelOptions = {}) {
-    super(address, grpc.credentials.createInsecure(), { ...keepaliveOptions, ...options });
+  constructor(address: string, options: grpc.ChannelOptions = {}, transport: ClientTransport = plaintextTransport()) {
+    super(address, transport.credentials, { ...keepaliveOptions, ...transportOptions(transport), ...options });
   }
 
-  subscribe(request: icmpwatch.v1.ISubscribeRequest, options: grpc.CallOptions = {}): grpc.ClientReadableStream<icmpwatch.v1.ISubscribeResponse> {
+  /** `metadata` carries the subscriber's `authorization: Bearer <token>` (see bearerMetadata). */
+  subscribe(
+    request: icmpwatch.v1.ISubscribeRequest,
+    options: grpc.CallOptions = {},
+    metadata: grpc.Metadata = new grpc.Metadata(),
+  ): grpc.ClientReadableStream<icmpwatch.v1.ISubscribeResponse> {
     const m = observerService.subscribe;
-    return this.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, request, options);
+    return this.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, request, metadata, options);
   }
 
-  getStatus(options: grpc.CallOptions = {}): Promise<icmpwatch.v1.IGetStatusResponse> {
-    return unary(this, observerService.getStatus, {}, options);
+  /** Subscribe's records, several to a message (SubscribeBatches). */
+  subscribeBatches(
+    request: icmpwatch.v1.ISubscribeRequest,
+    options: grpc.CallOptions = {},
+    metadata: grpc.Metadata = new grpc.Metadata(),
+  ): grpc.ClientReadableStream<icmpwatch.v1.SubscribeBatch> {
+    const m = observerService.subscribeBatches;
+    return this.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, request, metadata, options);
   }
 
-  listNodes(options: grpc.CallOptions = {}): Promise<icmpwatch.v1.IListNodesResponse> {
-    return unary(this, observerService.listNodes, {}, options);
+  getStatus(options: grpc.CallOptions = {}, metadata: grpc.Metadata = new grpc.Metadata()): Promise<icmpwatch.v1.IGetStatusResponse> {
+    return unary(this, observerService.getStatus, {}, options, metadata);
+  }
+
+  listNodes(options: grpc.CallOptions = {}, metadata: grpc.Metadata = new grpc.Metadata()): Promise<icmpwatch.v1.IListNodesResponse> {
+    return unary(this, observerService.listNodes, {}, options, metadata);
   }
 }

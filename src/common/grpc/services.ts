@@ -1,12 +1,33 @@
 // grpc-js service definitions for the protobufjs static messages (which come without stubs), written
 // once for the collector's server and for the agent's and the CLI's clients.
-import type { MethodDefinition } from '@grpc/grpc-js';
+import type { deserialize, MethodDefinition, serialize, ServerMethodDefinition } from '@grpc/grpc-js';
 import type { Writer } from 'protobufjs/minimal.js';
 import { icmpwatch } from '../proto.js';
 
 interface Codec<T> {
   encode(message: T): Writer;
   decode(bytes: Uint8Array): T;
+  create(): T;
+}
+
+const UNDECODABLE = Symbol('undecodable');
+
+/**
+ * Request bytes that are no message of the method's type come to the handler as an empty message
+ * marked with the reason, for it to refuse with INVALID_ARGUMENT: a deserializer that throws makes
+ * grpc-js answer INTERNAL, whatever it throws.
+ */
+function decodeOrMark<T extends object>(codec: Codec<T>, bytes: Uint8Array): T {
+  try {
+    return codec.decode(bytes);
+  } catch (err) {
+    return Object.assign(codec.create(), { [UNDECODABLE]: (err as Error).message });
+  }
+}
+
+/** Why the request's bytes did not decode, or null for a decoded request. */
+export function undecodableReason(request: object): string | null {
+  return UNDECODABLE in request ? String(request[UNDECODABLE]) : null;
 }
 
 /** The encoded bytes as a Buffer over the same memory (Buffer.from(Uint8Array) would copy them). */
@@ -31,7 +52,35 @@ function encodingOnceInTurn<T extends object>(codec: Codec<T>): (message: T) => 
   };
 }
 
-function method<Req, Res extends object>(
+/** The SubscribeResponses of one SubscribeBatch, each already encoded, in order. */
+export type EncodedBatch = readonly Uint8Array[];
+
+/** Bytes an encoded response takes inside a SubscribeBatch: field 1's tag, its length, itself. */
+export function batchedSize(encoded: Uint8Array): number {
+  let lengthBytes = 1;
+  for (let n = encoded.byteLength; n >= 0x80; n >>>= 7) lengthBytes++;
+  return 1 + lengthBytes + encoded.byteLength;
+}
+
+/**
+ * A SubscribeBatch is its responses' bytes, each framed as field 1 (tag, length): built from
+ * responses encoded once for every subscriber, nothing is encoded again.
+ */
+function frameBatch(batch: EncodedBatch): Buffer {
+  const out = Buffer.allocUnsafe(batch.reduce((n, encoded) => n + batchedSize(encoded), 0));
+  let at = 0;
+  for (const encoded of batch) {
+    out[at++] = 0x0a; // field 1, length-delimited
+    let n = encoded.byteLength;
+    for (; n >= 0x80; n >>>= 7) out[at++] = (n & 0x7f) | 0x80;
+    out[at++] = n;
+    out.set(encoded, at);
+    at += encoded.byteLength;
+  }
+  return out;
+}
+
+function method<Req extends object, Res extends object>(
   path: string,
   stream: { request: boolean; response: boolean },
   request: Codec<Req>,
@@ -42,7 +91,7 @@ function method<Req, Res extends object>(
     requestStream: stream.request,
     responseStream: stream.response,
     requestSerialize: (m) => encodeToBuffer(request, m),
-    requestDeserialize: (b) => request.decode(b),
+    requestDeserialize: (b) => decodeOrMark(request, b),
     responseSerialize: stream.response ? encodingOnceInTurn(response) : (m) => encodeToBuffer(response, m),
     responseDeserialize: (b) => response.decode(b),
   };
@@ -66,6 +115,19 @@ export const observerService = {
     v1.SubscribeRequest,
     v1.SubscribeResponse,
   ),
+  /** The server writes encoded responses (EncodedBatch); the client reads SubscribeBatch messages. */
+  subscribeBatches: {
+    ...method<icmpwatch.v1.ISubscribeRequest, icmpwatch.v1.SubscribeBatch>(
+      '/icmpwatch.v1.Observer/SubscribeBatches',
+      { request: false, response: true },
+      v1.SubscribeRequest,
+      v1.SubscribeBatch,
+    ),
+    responseSerialize: frameBatch,
+  } satisfies ServerMethodDefinition<icmpwatch.v1.ISubscribeRequest, EncodedBatch> & {
+    requestSerialize: serialize<icmpwatch.v1.ISubscribeRequest>;
+    responseDeserialize: deserialize<icmpwatch.v1.SubscribeBatch>;
+  },
   getStatus: method<icmpwatch.v1.IGetStatusRequest, icmpwatch.v1.IGetStatusResponse>(
     '/icmpwatch.v1.Observer/GetStatus',
     { request: false, response: false },

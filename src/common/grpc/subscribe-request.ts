@@ -43,9 +43,17 @@ export function timestampMs(ts: google.protobuf.ITimestamp): number {
   return Number(ts.seconds ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6;
 }
 
-const nonEmpty = z.string().min(1, 'must not be empty');
+/**
+ * Bounds on a request's size: filters are evaluated for every event and every subscriber, so their
+ * cost is the collector's, not the caller's. Generous for any real selection.
+ */
+export const SUBSCRIBE_LIMITS = { filters: 64, values: 256, valueLength: 512 } as const;
 
-const ipPrefix = z.string().transform((value, ctx): IpPrefix => {
+const text = z.string().max(SUBSCRIBE_LIMITS.valueLength, `longer than the limit of ${SUBSCRIBE_LIMITS.valueLength} characters`);
+
+const nonEmpty = text.min(1, 'must not be empty');
+
+const ipPrefix = text.transform((value, ctx): IpPrefix => {
   const parsed = parseIpPrefix(value);
   if (!parsed) ctx.addIssue(value.includes('/') ? `invalid CIDR '${value}'` : `invalid IP address '${value}'`);
   return parsed ?? { family: 'ipv4', address: '0.0.0.0', bits: 0 };
@@ -60,7 +68,7 @@ const podSelector = nonEmpty.transform((value, ctx): PodSelector => {
   return { namespace, namePrefix };
 });
 
-const icmpType = z.string().transform((value, ctx): IcmpSelector[] => {
+const icmpType = text.transform((value, ctx): IcmpSelector[] => {
   const selectors = parseIcmpSelector(value);
   if (!selectors) ctx.addIssue(`unknown ICMP type '${value}': expected a name such as echo-request or port-unreachable, a number or TYPE/CODE`);
   return selectors ?? [];
@@ -73,7 +81,14 @@ function enumValue(names: Record<number, string>, what: string) {
 
 const family = enumValue(v1.Family, 'family').transform((n): IpFamily => (n === v1.Family.FAMILY_IPV4 ? 'ipv4' : 'ipv6'));
 
-const list = <T extends z.ZodType>(item: T) => z.preprocess((v) => v ?? [], z.array(item));
+/** The length is checked before any item is: a huge list is refused without parsing it. */
+const boundedList = <T extends z.ZodType>(item: T, max: number, what: string) =>
+  z.preprocess(
+    (v) => v ?? [],
+    z.array(z.unknown()).max(max, `more than the limit of ${max} ${what}`).pipe(z.array(item)),
+  );
+
+const list = <T extends z.ZodType>(item: T) => boundedList(item, SUBSCRIBE_LIMITS.values, 'values');
 
 const filter = z.object({
   node: list(nonEmpty),
@@ -102,8 +117,8 @@ const request = z
     follow: z.preprocess((v) => v ?? false, z.boolean()),
     since: timestamp,
     until: timestamp,
-    allow: list(filter),
-    deny: list(filter),
+    allow: boundedList(filter, SUBSCRIBE_LIMITS.filters, 'filters'),
+    deny: boundedList(filter, SUBSCRIBE_LIMITS.filters, 'filters'),
   })
   .refine((r) => r.since === null || r.until === null || r.since <= r.until, {
     path: ['since'],

@@ -3,7 +3,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { EndpointsFileError, EndpointsFileResolver, parseEndpointsFile } from '../../../src/agent/enrich/endpoints-file.js';
+import { EndpointsFileError, EndpointsFileResolver, MAX_ENDPOINTS_FILE_BYTES, parseEndpointsFile } from '../../../src/agent/enrich/endpoints-file.js';
 import { icmpwatch } from '../../../src/common/proto.js';
 import { fuzzSeed, Random, reportSeedOnFailure } from '../../fuzz.js';
 
@@ -50,6 +50,30 @@ describe('endpoints file', () => {
       write(path, '{"endpoints": [{"ip": "10.0.0.1"}]}');
       await until(() => resolver.reloadFailures === 1);
       expect(resolver.resolve('10.0.0.1').pod).to.equal('two');
+    } finally {
+      resolver.close();
+    }
+  });
+
+  it('refuses a file beyond the size bound without reading it, at start and on reload (keeping the last good version)', async () => {
+    const path = join(dir, 'endpoints.json');
+    // Valid JSON of the bound's size plus one byte: refused by its size, not its content.
+    const huge = (bytes: number) => `{"endpoints": []${' '.repeat(bytes - '{"endpoints": []}'.length)}}`;
+    write(path, huge(MAX_ENDPOINTS_FILE_BYTES + 1));
+    expect(() => new EndpointsFileResolver(path, pino({ level: 'silent' }), 20)).to.throw(
+      EndpointsFileError,
+      `${path}: ${MAX_ENDPOINTS_FILE_BYTES + 1} bytes, more than the limit of ${MAX_ENDPOINTS_FILE_BYTES} bytes`,
+    );
+    write(path, { endpoints: [{ ip: '10.0.0.1', namespace: 'a', pod: 'one' }] });
+    const resolver = new EndpointsFileResolver(path, pino({ level: 'silent' }), 20);
+    try {
+      write(path, huge(MAX_ENDPOINTS_FILE_BYTES + 1));
+      await until(() => resolver.reloadFailures === 1);
+      expect(resolver.resolve('10.0.0.1').pod).to.equal('one');
+      // Exactly at the bound is read.
+      write(path, huge(MAX_ENDPOINTS_FILE_BYTES));
+      await until(() => resolver.reloads === 1);
+      expect(resolver.resolve('10.0.0.1').enrichment).to.equal(Enrichment.ENRICHMENT_UNKNOWN);
     } finally {
       resolver.close();
     }

@@ -4,11 +4,14 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { Registry } from 'prom-client';
 import { Backoff } from '../../../src/agent/export/backoff.js';
+import { encodeBatchRequest } from '../../../src/agent/export/batch-request.js';
+import { encodeEvent } from '../../../src/agent/export/event-encoder.js';
 import type { CollectorExporter } from '../../../src/agent/export/exporter.js';
 import { SendBuffer } from '../../../src/agent/export/send-buffer.js';
 import type { Collector } from '../../../src/collector/collector.js';
 import { ObserverClient } from '../../../src/common/grpc/clients.js';
 import { icmpwatch } from '../../../src/common/proto.js';
+import { Random, fuzzSeed, reportSeedOnFailure } from '../../fuzz.js';
 import { CollectingSubscriber, echoEvent, eventually, freePort, range, sequences, startCollector, startExporter } from '../../collector/harness.js';
 
 async function history(address: string) {
@@ -49,9 +52,12 @@ describe('agent: CollectorExporter', () => {
     for (const seq of range(1, 300)) exporter.publish(echoEvent(seq));
     expect(exporter.state()).to.include({ connected: false, bufferedEvents: 100, droppedEvents: 200 });
     expect(await metricValue(registry, 'icmpwatch_agent_export_dropped_events_total')).to.equal(200);
+    expect(await metricValue(registry, 'icmpwatch_agent_export_buffered_events')).to.equal(100);
+    expect(await metricValue(registry, 'icmpwatch_agent_export_buffered_bytes')).to.equal(exporter.state().bufferedBytes).and.be.greaterThan(0);
 
     const collector = await collectorOn({ listen: `127.0.0.1:${port}` });
     await eventually(() => exporter.state().connected && exporter.state().bufferedEvents === 0);
+    expect(await metricValue(registry, 'icmpwatch_agent_export_buffered_events')).to.equal(0);
     const { events, lost } = await history(collector.address);
     expect(sequences(events)).to.deep.equal(range(201, 300));
     expect(lost.map((l) => [l.source, Number(l.count), l.nodeName])).to.deep.equal([
@@ -67,7 +73,7 @@ describe('agent: CollectorExporter', () => {
   });
 
   it('bounds the buffer by bytes too', () => {
-    const exporter = exporterTo('127.0.0.1:1', { maxBufferedBytes: 10 * icmpwatch.v1.Event.encode(echoEvent(1)).finish().length });
+    const exporter = exporterTo('127.0.0.1:1', { maxBufferedBytes: 10 * encodeEvent(echoEvent(1)).length });
     for (const seq of range(1, 50)) exporter.publish(echoEvent(seq));
     expect(exporter.state().bufferedEvents).to.be.within(9, 10);
     expect(exporter.state().droppedEvents).to.equal(50 - exporter.state().bufferedEvents);
@@ -154,7 +160,7 @@ describe('agent: export Backoff', () => {
 });
 
 describe('agent: export SendBuffer', () => {
-  const entry = (sequence: number, bytes = 10) => ({ event: echoEvent(sequence), sequence, bytes });
+  const entry = (sequence: number, bytes = 10) => ({ encoded: new Uint8Array(bytes), sequence, time: echoEvent(sequence).time! });
 
   it('keeps one range of dropped sequences until an acknowledgement covers it', () => {
     const buffer = new SendBuffer(3, 1000);
@@ -167,5 +173,73 @@ describe('agent: export SendBuffer', () => {
     expect(buffer.ack(4)).to.equal(1);
     expect(buffer.dropped).to.equal(null);
     expect([buffer.length, buffer.bytes]).to.deep.equal([2, 20]);
+  });
+});
+
+describe('agent: export batch request', () => {
+  it('decodes to the same IngestRequest as the generic encoder, from events encoded one by one', () => {
+    const long = 'x'.repeat(300); // an event longer than 127 bytes: a two-byte length
+    const dropped = { firstSequence: 3, lastSequence: 9, first: echoEvent(3).time, last: echoEvent(9).time };
+    const counters = { events: 2 ** 40, lost: 7, malformed: 0, suppressed: 1, exportDropped: 7 };
+    for (const events of [[], [echoEvent(1)], range(1, 500).map((seq) => echoEvent(seq, seq % 7 ? {} : { node: long }))]) {
+      for (const rest of [{ counters, dropped }, { counters, dropped: null }, {}]) {
+        const expected = icmpwatch.v1.IngestRequest.encode({ batch: { events, ...rest } }).finish();
+        const bytes = encodeBatchRequest(events.map(encodeEvent), rest);
+        expect(bytes.length).to.equal(expected.length);
+        expect(icmpwatch.v1.IngestRequest.toObject(icmpwatch.v1.IngestRequest.decode(bytes))).to.deep.equal(
+          icmpwatch.v1.IngestRequest.toObject(icmpwatch.v1.IngestRequest.decode(expected)),
+        );
+      }
+    }
+  });
+});
+
+describe('agent: export event encoder', () => {
+  const seed = fuzzSeed(0x5e7d);
+  afterEach(function () {
+    reportSeedOnFailure(this, seed);
+  });
+
+  /** Fields present or not, zeros, values past 32 bits, and values it leaves to protobufjs (negative, fractional, too wide). */
+  function randomEvent(r: Random): icmpwatch.v1.IEvent {
+    const maybe = <T>(value: () => T): T | undefined => (r.chance(0.6) ? value() : undefined);
+    const text = () => r.pick(['', '10.1.0.2', 'fd00::1', 'x'.repeat(200), r.string()]);
+    const u32 = () => (r.chance(0.02) ? r.pick([-1, 1.5, 2 ** 32]) : r.pick([0, 1, 127, 128, 16_383, 16_384, 2 ** 31, 2 ** 32 - 1, r.int(70_000)]));
+    const u64 = () => (r.chance(0.02) ? -1 : r.pick([0, 1, 2 ** 32, 2 ** 40 + 3, 2 ** 53 - 1, r.int(1e9)]));
+    const enumValue = () => (r.chance(0.02) ? -2 : r.int(14));
+    const timestamp = () => ({ seconds: maybe(() => r.pick([0, 1_764_000_000, 253_402_300_799])), nanos: maybe(() => r.int(1e9)) });
+    const endpoint = (): icmpwatch.v1.IEndpoint => ({
+      ip: maybe(text), namespace: maybe(text), pod: maybe(text), podUid: maybe(text),
+      labels: maybe(() => Object.fromEntries(Array.from({ length: r.int(3) }, () => [text(), text()]))),
+      workload: maybe(() => ({ kind: maybe(text), name: maybe(text) })),
+      node: maybe(text), service: maybe(text), kind: maybe(enumValue), enrichment: maybe(enumValue),
+    });
+    return {
+      time: maybe(timestamp), node: maybe(text), family: maybe(enumValue), source: maybe(endpoint), destination: maybe(endpoint),
+      icmp: maybe(() => ({
+        type: maybe(u32), code: maybe(u32), name: maybe(text), id: maybe(u32), seq: maybe(u32), mtu: maybe(u32),
+        quoted: maybe(() => ({ source: maybe(text), destination: maybe(text), protocol: maybe(u32), sourcePort: maybe(u32), destinationPort: maybe(u32), echoId: maybe(u32), echoSeq: maybe(u32) })),
+      })),
+      ttl: maybe(u32), length: maybe(u32), ipId: maybe(u32), fragmentOffset: maybe(u32),
+      observation: maybe(() => ({ hook: maybe(enumValue), point: maybe(enumValue), ifindex: maybe(u32), interface: maybe(text), netns: maybe(u64), sightings: maybe(u32), symbol: maybe(text) })),
+      flags: maybe(() => Array.from({ length: r.int(20) }, enumValue)),
+      summary: maybe(() => ({ packets: maybe(u64), first: maybe(timestamp), last: maybe(timestamp), sightings: maybe(u64) })),
+      sequence: maybe(u64), monotonicNs: maybe(u64),
+    };
+  }
+
+  it('encodes random events to bytes that decode to what the generic encoder gives', () => {
+    const r = new Random(seed);
+    const asObject = (bytes: Uint8Array) => icmpwatch.v1.Event.toObject(icmpwatch.v1.Event.decode(bytes), { defaults: true, longs: String });
+    for (let i = 0; i < 3000; i++) {
+      const ev = randomEvent(r);
+      let expected: Uint8Array;
+      try {
+        expected = icmpwatch.v1.Event.encode(ev).finish();
+      } catch {
+        continue;
+      }
+      expect(asObject(encodeEvent(ev)), JSON.stringify(ev)).to.deep.equal(asObject(expected));
+    }
   });
 });

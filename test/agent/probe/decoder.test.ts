@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { decodeEvent, flagNames, formatIpv6 } from '../../../src/agent/probe/decoder.js';
+import { decodeEvent, flagNames, formatIpv4, formatIpv6 } from '../../../src/agent/probe/decoder.js';
 import { EVENT_FIELDS as F, EVENT_SIZE, FLAG_BITS } from '../../../src/agent/probe/event-layout.js';
 
 const v6 = (hex: string) => Uint8Array.from(Buffer.from(hex.replace(/[: ]/g, ''), 'hex'));
@@ -12,6 +12,16 @@ describe('decoder', () => {
     expect(formatIpv6(v6('20010db8000000000001000000000001'), 0)).to.equal('2001:db8::1:0:0:1'); // first longest run
     expect(formatIpv6(v6('00000000000000000000ffff0a000001'), 0)).to.equal('::ffff:10.0.0.1');
     expect(formatIpv6(v6('fe800000000000000000000000000000'), 0)).to.equal('fe80::');
+  });
+
+  it('formats IPv4 addresses from its cache of recent ones without mixing up addresses that share a slot', () => {
+    const all: [Uint8Array, string][] = [];
+    for (let i = 0; i < 3000; i++) {
+      const b = Uint8Array.of((i * 7) & 255, (i * 13) & 255, i & 255, (i >> 8) & 255);
+      all.push([b, `${b[0]}.${b[1]}.${b[2]}.${b[3]}`]);
+    }
+    for (let round = 0; round < 2; round++) for (const [b, text] of all) expect(formatIpv4(b, 0)).to.equal(text);
+    expect(formatIpv4(Uint8Array.of(9, 10, 0, 1, 2, 3), 2)).to.equal('0.1.2.3');
   });
 
   it('decodes a record at any offset of the ring', () => {

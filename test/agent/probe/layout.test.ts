@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AGG_KEY, AGG_VALUE, CONTROL, COUNTERS, EVENT_FIELDS, EVENT_SIZE, FLAG_BITS, HOOK_IDS } from '../../../src/agent/probe/event-layout.js';
+import { AGG_KEY, AGG_VALUE, CONTROL, COUNTER_FAMILIES, COUNTERS, EVENT_FIELDS, EVENT_SIZE, FLAG_BITS, HOOK_IDS } from '../../../src/agent/probe/event-layout.js';
 
 const BPF_DIR = fileURLToPath(new URL('../../../bpf/', import.meta.url));
 
@@ -53,20 +53,27 @@ describe('event record layout (bpf/icmpwatch.h vs the TypeScript decoder)', () =
       AGG_KEY.daddr,
       AGG_KEY.size,
     ]);
-    const value = layoutOf('icmpw_agg_value', ['packets', 'first_ns', 'last_ns']);
-    expect([value.packets![0], value.first_ns![0], value.last_ns![0], value.size[1]]).to.deep.equal([
+    const value = layoutOf('icmpw_agg_value', ['packets', 'first_ns', 'last_ns', 'sightings']);
+    expect([value.packets![0], value.first_ns![0], value.last_ns![0], value.sightings![0], value.size[1]]).to.deep.equal([
       AGG_VALUE.packets,
       AGG_VALUE.firstNs,
       AGG_VALUE.lastNs,
+      AGG_VALUE.sightings,
       AGG_VALUE.size,
     ]);
   });
 
-  it('indexes the per-CPU counters as enum icmpw_counter does', () => {
-    const names = ['ICMPW_C_EVENTS', 'ICMPW_C_RING_FULL', 'ICMPW_C_SUPPRESSED', 'ICMPW_C_AGG_FULL', 'ICMPW_C_MALFORMED', 'ICMPW_C_NONLINEAR', 'ICMPW_C_RCV_DROPPED'];
-    const c = layoutOf('icmpw_control', [], names.map((n) => `printf("\\"${n}\\":[%d,0],", ${n});`).join('\n') + `printf("\\"MAX\\":[%d,0],", ICMPW_C_MAX);`);
+  it('indexes the per-CPU counters as enum icmpw_counter and enum icmpw_counter_family do', () => {
+    const names = COUNTERS.map((n) => `ICMPW_C_${n.replace(/[A-Z]/g, (ch) => `_${ch}`).toUpperCase()}`);
+    const rows = COUNTER_FAMILIES.map((f) => `ICMPW_CF_${f.toUpperCase()}`);
+    const constants = [...names, ...rows, 'ICMPW_C_MAX', 'ICMPW_CF_MAX'];
+    const c = layoutOf('icmpw_control', [], constants.map((n) => `printf("\\"${n}\\":[%d,0],", ${n});`).join('\n'));
     names.forEach((n, i) => expect(c[n]![0], n).to.equal(i));
-    expect(c.MAX![0]).to.equal(COUNTERS.length);
+    rows.forEach((n, i) => expect(c[n]![0], n).to.equal(i));
+    expect(c.ICMPW_C_MAX![0]).to.equal(COUNTERS.length);
+    expect(c.ICMPW_CF_MAX![0]).to.equal(COUNTER_FAMILIES.length);
+    // The map holds one row per family; the agent reads key row * ICMPW_C_MAX + counter.
+    expect(readFileSync(join(BPF_DIR, 'icmpwatch.bpf.c'), 'utf8')).to.match(/__uint\(max_entries, ICMPW_CF_MAX \* ICMPW_C_MAX\);[^}]*\} counters SEC/);
   });
 
   /** The enumerators of `enum NAME` as the header spells them, with the values the compiler gives them. */
