@@ -237,6 +237,17 @@ export class Agent {
         },
       }),
     );
+    const nodeLog = this.nodeLog;
+    this.registry.registerMetric(
+      new Gauge({
+        name: 'icmpwatch_agent_log_lines_dropped_total',
+        help: 'Node log lines dropped while stdout held 16 MiB unwritten (its reader fell behind); the events still went to the collector',
+        registers: [],
+        collect() {
+          this.set(nodeLog.dropped);
+        },
+      }),
+    );
     this.registry.registerMetric(
       new Gauge({
         name: 'icmpwatch_agent_hook_info',
