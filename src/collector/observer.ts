@@ -163,6 +163,8 @@ export class ObserverService {
     if (spec.follow) this.hub.follow(sink, filters, spec.until);
 
     const begin = (replay: HistoryEntry[]) => {
+      // Cancelled while its access was being decided: nothing to start.
+      if (subscriber.isClosed) return;
       if (incomplete) replay.unshift(incomplete);
       subscriber.startReplay(replay);
       gate?.release();

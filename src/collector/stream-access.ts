@@ -95,7 +95,8 @@ export class StreamAccess {
     const [cluster, ...answers] = await Promise.all([this.reviewer.allowed(identity, ''), ...known.map((ns) => this.reviewer.allowed(identity, ns))]);
     this.identity = identity;
     this.cluster = cluster!;
-    this.namespaces = new Map(known.map((ns, i) => [ns, answers[i]!]));
+    // Set, not replaced: namespaces decided while this recheck awaited keep their answers.
+    known.forEach((ns, i) => this.namespaces.set(ns, answers[i]!));
   }
 }
 

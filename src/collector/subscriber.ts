@@ -56,8 +56,10 @@ export class Subscriber {
     return this.closed;
   }
 
+  /** Runs `listener` when the stream closes, or now if it already has. */
   onClose(listener: () => void): void {
-    this.closeListeners.push(listener);
+    if (this.closed) listener();
+    else this.closeListeners.push(listener);
   }
 
   /** History first: written with flow control, not counted against the queue bound. */

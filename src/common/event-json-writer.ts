@@ -78,7 +78,7 @@ export class EventJsonWriter {
   private buf: Buffer;
   private pos = 0;
 
-  constructor(private readonly initialBytes = 64 * 1024) {
+  constructor(initialBytes = 64 * 1024) {
     this.buf = Buffer.allocUnsafe(initialBytes);
   }
 
@@ -87,10 +87,14 @@ export class EventJsonWriter {
     return this.pos;
   }
 
-  /** The lines written so far, in a buffer of their own (it is not written to again). */
+  /**
+   * The lines written so far, copied into a buffer of their own sized to them: a queued write then
+   * holds what it counts (a view would pin the whole working buffer), and the working buffer is
+   * reused.
+   */
   take(): Buffer {
-    const out = this.buf.subarray(0, this.pos);
-    this.buf = Buffer.allocUnsafe(Math.max(this.initialBytes, this.pos));
+    const out = Buffer.allocUnsafe(this.pos);
+    this.buf.copy(out, 0, 0, this.pos);
     this.pos = 0;
     return out;
   }

@@ -17,7 +17,7 @@ function echo(seq: number): icmpwatch.v1.IEvent {
 }
 
 /** stdout whose reader has stopped reading until release(): Node queues the writes in memory. */
-function stalledPipe(): { out: Writable; received: () => string[]; release: () => void } {
+function stalledPipe(): { out: Writable; received: () => string[]; retainedBytes: () => number; release: () => void } {
   const chunks: Buffer[] = [];
   let flowing = false;
   let waiting: (() => void) | null = null;
@@ -31,6 +31,8 @@ function stalledPipe(): { out: Writable; received: () => string[]; release: () =
   return {
     out,
     received: () => Buffer.concat(chunks).toString('utf8').split('\n').filter((l) => l !== ''),
+    // The memory the queued chunks keep alive: their backing stores, each counted once.
+    retainedBytes: () => [...new Set(chunks.map((c) => c.buffer))].reduce((sum, b) => sum + b.byteLength, 0),
     release: () => {
       flowing = true;
       waiting?.();
@@ -72,6 +74,17 @@ describe('agent node log (stdout)', function () {
       expect(log.dropped, 'the count stays for /metrics').to.equal(dropped);
     });
   }
+
+  it('a line per flush (a quiet node) keeps no more memory queued than the bound', function () {
+    const pipe = stalledPipe();
+    const log = new NodeLog('json', pipe.out);
+    for (let seq = 1; seq <= 100_000; seq++) {
+      log.event(echo(seq));
+      log.flush();
+    }
+    expect(log.dropped, 'lines dropped').to.be.greaterThan(0);
+    expect(pipe.retainedBytes()).to.be.at.most(MAX_UNWRITTEN_BYTES + 2 ** 20);
+  });
 
   it('writes every line when stdout keeps up, with no notice', function () {
     const lines: string[] = [];
