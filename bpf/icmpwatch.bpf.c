@@ -71,6 +71,8 @@ AGG_MAP(agg_1);
 /* Whether a packet's first sighting was sent or suppressed: its later sightings follow it. */
 struct packet_fate {
 	__u64 first_ns;
+	__u32 netns;   /* where the first sighting was: a sighting there again is another packet */
+	__u32 ifindex;
 	__u64 suppressed;
 };
 
@@ -237,9 +239,17 @@ static __always_inline enum admission admit(const struct icmpw_event *e, const s
 	key = packet_identity(e);
 	/* Remembered for one second: never longer than the agent's merger (src/agent/agent.ts rememberMs). */
 	known = bpf_map_lookup_elem(&recent_packets, &key);
-	if (known && e->mono_ns - known->first_ns < NSEC_PER_SEC)
+	/*
+	 * A later sighting is the packet on another device (a bridge after its port, a pod after the
+	 * node). The same identity again on the first sighting's device is a repeat sent anew (a
+	 * sender repeating one id/seq): it spends the budget like any packet, else a flood of copies
+	 * would follow the first one past the limit.
+	 */
+	if (known && e->mono_ns - known->first_ns < NSEC_PER_SEC && (known->netns != e->netns || known->ifindex != e->ifindex))
 		return known->suppressed ? ADMIT_SUPPRESS_AGAIN : ADMIT_SEND;
 	fate.first_ns = e->mono_ns;
+	fate.netns = e->netns;
+	fate.ifindex = e->ifindex;
 	fate.suppressed = !within_rate(ctl);
 	bpf_map_update_elem(&recent_packets, &key, &fate, BPF_ANY);
 	return fate.suppressed ? ADMIT_SUPPRESS : ADMIT_SEND;

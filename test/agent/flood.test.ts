@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { DemoNetwork } from '../../src/cli/demo-network.js';
 import type { icmpwatch } from '../../src/common/proto.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
+import { echo, ethernet, ipv4, sendFrames } from './frames.js';
 import { startAgent } from './harness.js';
 
 describe('flood limit (real kernel)', function () {
@@ -53,6 +54,32 @@ describe('flood limit (real kernel)', function () {
       const flows = new Set(summaries.map((e) => `${e.source?.ip}>${e.destination?.ip}/${e.icmp?.type}`));
       expect(flows).to.include(`${a}>${b}/8`);
       expect(flows).to.include(`${b}>${a}/0`);
+    } finally {
+      await run.stop();
+      await net.destroy();
+    }
+  });
+  it('counts a packet repeated on the same device as new packets: copies of one id/seq do not follow the first past the limit', async function () {
+    requirePrerequisite(this, isRoot, 'root (BPF, network namespaces)');
+    const net = await DemoNetwork.create('routed');
+    const limit = 100;
+    const run = await startAgent({ eventsPerSecond: limit });
+    try {
+      const link = async (ns: string, dev: string) =>
+        (JSON.parse((await net.exec(ns, ['ip', '-j', 'link', 'show', dev])).stdout) as { address: string }[])[0]!.address;
+      const [srcMac, dstMac] = [await link(net.pod('a').netns, 'eth0'), await link(net.node, 'va')];
+      const src = net.pod('a').ipv4;
+      const dst = src.replace(/\.2$/, '.1');
+      // Echo replies nobody asked for: the node answers nothing, so only these copies are counted.
+      const copy = ethernet(dstMac, srcMac, 0x0800, ipv4({ src, dst, id: 4242 }, echo(0, 77, 5)));
+      const count = 2000;
+      const startNs = process.hrtime.bigint();
+      await sendFrames(net.pod('a').netns, 'eth0', Array<Buffer>(count).fill(copy));
+      await run.stop();
+      const seconds = Math.ceil(Number(process.hrtime.bigint() - startNs) / 1e9) + 1;
+      const ours = (e: icmpwatch.v1.IEvent) => e.source?.ip === src && e.destination?.ip === dst && e.icmp?.type === 0;
+      const suppressed = run.events.filter((e) => ours(e) && e.summary).reduce((n, e) => n + Number(e.summary!.packets), 0);
+      expect(suppressed, 'copies counted as suppressed packets').to.be.at.least(count - limit * seconds);
     } finally {
       await run.stop();
       await net.destroy();

@@ -1,4 +1,18 @@
-// Builds raw Ethernet frames for packets the kernel's own stack would never send.
+// Builds raw Ethernet frames for packets the kernel's own stack would never send, and sends them.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const SENDER = fileURLToPath(new URL('./send-frames.py', import.meta.url));
+
+/** Sends the frames on `dev` in network namespace `netns` with AF_PACKET (send-frames.py). */
+export function sendFrames(netns: string, dev: string, frames: Buffer[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', netns, 'python3', SENDER, dev], { stdio: ['pipe', 'inherit', 'inherit'] });
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`sender exited ${code}`))));
+    child.stdin.end(frames.map((f) => f.toString('hex')).join('\n') + '\n');
+  });
+}
 
 const bytes = (...parts: (number[] | Uint8Array)[]) => Buffer.concat(parts.map((p) => Buffer.from(p)));
 const u16 = (n: number) => [(n >> 8) & 0xff, n & 0xff];

@@ -1,16 +1,13 @@
 // Hand-made frames sent with AF_PACKET from a demo pod into the node namespace: every case the
 // parser must flag instead of decoding (shared/notes/kernel.md), plus the non-linear trap.
 import { expect } from 'chai';
-import { fileURLToPath } from 'node:url';
-import { spawn } from 'node:child_process';
 import { DemoNetwork } from '../../src/cli/demo-network.js';
 import { icmpwatch } from '../../src/common/proto.js';
 import { isRoot, requirePrerequisite } from '../setup.js';
-import { authHeader, echo, ethernet, icmp, ipv4, ipv6, routingHeader, vlanTag } from './frames.js';
+import { authHeader, echo, ethernet, icmp, ipv4, ipv6, routingHeader, sendFrames, vlanTag } from './frames.js';
 import { startAgent, type RunningAgent } from './harness.js';
 
 const { Family, Flag } = icmpwatch.v1;
-const SENDER = fileURLToPath(new URL('./send-frames.py', import.meta.url));
 
 describe('malformed and tricky packets (real kernel, raw frames)', function () {
   let net: DemoNetwork;
@@ -45,14 +42,7 @@ describe('malformed and tricky packets (real kernel, raw frames)', function () {
 
   beforeEach(() => run?.mark());
 
-  function send(frames: Buffer[]): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const child = spawn('ip', ['netns', 'exec', net.pod('a').netns, 'python3', SENDER, 'eth0'], { stdio: ['pipe', 'inherit', 'inherit'] });
-      child.on('error', reject);
-      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`sender exited ${code}`))));
-      child.stdin.end(frames.map((f) => f.toString('hex')).join('\n') + '\n');
-    });
-  }
+  const send = (frames: Buffer[]) => sendFrames(net.pod('a').netns, 'eth0', frames);
 
   const v4 = (payload: Buffer) => ethernet(dstMac, srcMac, 0x0800, payload);
   const v6 = (payload: Buffer) => ethernet(dstMac, srcMac, 0x86dd, payload);
