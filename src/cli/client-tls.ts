@@ -18,9 +18,9 @@ export const subscriberTlsUsage = `  --tls-ca FILE          CA of the collector'
 
 const FLAG_OF: Record<keyof TlsFiles, string> = { certFile: '--tls-cert', keyFile: '--tls-key', caFile: '--tls-ca' };
 
-/** The flag a TlsFilesError is about, in a UsageError. */
-export function usageErrorOf(err: TlsFilesError): UsageError {
-  return new UsageError(`${FLAG_OF[err.field]}: ${err.message}`);
+/** The flag a TlsFilesError is about, in a UsageError; the collector names its CA flag otherwise. */
+export function usageErrorOf(err: TlsFilesError, caFlag = FLAG_OF.caFile): UsageError {
+  return new UsageError(`${err.field === 'caFile' ? caFlag : FLAG_OF[err.field]}: ${err.message}`);
 }
 
 /** Refuses TLS flags next to --insecure-plaintext, naming them. */

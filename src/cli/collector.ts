@@ -7,7 +7,7 @@ import { duration } from '../common/duration.js';
 import { TlsFilesError } from '../common/grpc/tls.js';
 import { inCluster, loadKubeConfig } from '../common/kubeconfig.js';
 import { createLogger } from '../common/log.js';
-import { refuseTlsWithPlaintext } from './client-tls.js';
+import { refuseTlsWithPlaintext, usageErrorOf } from './client-tls.js';
 
 export const summary = `icmpwatch collector --listen HOST:PORT [flags]
   Receives the events of every node's agent and serves them to subscribers (gRPC).
@@ -93,7 +93,7 @@ export async function run(argv: string[]): Promise<number> {
     log,
   });
   const collector = await start.catch((err: unknown) => {
-    if (err instanceof TlsFilesError) throw new UsageError(`${{ certFile: '--tls-cert', keyFile: '--tls-key', caFile: '--tls-agent-ca' }[err.field]}: ${err.message}`);
+    if (err instanceof TlsFilesError) throw usageErrorOf(err, '--tls-agent-ca');
     throw err;
   });
   await new Promise<void>((resolve) => {
