@@ -1,12 +1,14 @@
 import { google, icmpwatch } from '../common/proto.js';
 import { icmpName } from '../common/icmp-names.js';
 import type { EndpointResolver } from './enrich/resolver.js';
-import { isEcho } from './probe/decoder.js';
+import { isEcho, type CapturedPacket } from './probe/decoder.js';
 import type { FloodAggregate } from './probe/probe.js';
 import { FLAG_BITS, HOOK_IDS, type HookName } from './probe/event-layout.js';
 import type { ReportedPacket, ObservationPointName } from './sightings.js';
 
 const v1 = icmpwatch.v1;
+
+const POINT_INDEX: Record<ObservationPointName, number> = { destination: 0, host: 1, forwarded: 2, unknown: 3 };
 
 const POINTS: Record<ObservationPointName, icmpwatch.v1.ObservationPoint> = {
   destination: v1.ObservationPoint.OBSERVATION_POINT_DESTINATION,
@@ -53,9 +55,21 @@ export class WallClock {
   }
 }
 
+/** An event without flags: one array for all of them (events are never changed once built). */
+const NO_FLAGS: icmpwatch.v1.Flag[] = [];
+
+/** Observations remembered, keyed by netns then by the rest; forgotten at once beyond this. */
+const MAX_OBSERVATIONS = 4096;
+
 /** Turns kernel sightings and flood counts into API events, naming both ends. */
 export class EventBuilder {
   private sequence = 0;
+  /**
+   * The observation part is the same for every packet seen at one place (device, point, hook):
+   * one object for them, so that the node log and the exporter encode it once (by identity).
+   */
+  private readonly observations = new Map<number, Map<number, icmpwatch.v1.IObservation>>();
+  private observationCount = 0;
   /** The hooked symbol per family: ip_rcv_core.isra.N for IPv4, ip6_rcv_core for IPv6, all for unknown. */
   private readonly symbolByFamily: Record<0 | 4 | 6, string>;
 
@@ -76,8 +90,11 @@ export class EventBuilder {
 
   fromPacket({ packet: p, point, sightings }: ReportedPacket): icmpwatch.v1.IEvent {
     const decoded = p.family !== 0 && (p.flags & UNDECODED) === 0;
-    const flags: icmpwatch.v1.Flag[] = [];
-    if (p.flags !== 0) for (const [bit, flag] of FLAGS) if (p.flags & bit) flags.push(flag);
+    let flags = NO_FLAGS;
+    if (p.flags !== 0) {
+      flags = [];
+      for (const [bit, flag] of FLAGS) if (p.flags & bit) flags.push(flag);
+    }
     const icmp: icmpwatch.v1.IIcmp | null = decoded
       ? {
           type: p.type,
@@ -107,19 +124,44 @@ export class EventBuilder {
       length: p.totLen,
       ipId: p.ipId,
       fragmentOffset: p.fragOff,
-      observation: {
-        hook: HOOK_IDS[p.hook],
-        point: POINTS[point],
-        ifindex: p.ifindex,
-        interface: this.interfaceName(p.netns, p.ifindex),
-        netns: p.netns,
-        sightings,
-        symbol: this.symbolByFamily[p.family],
-      },
+      observation: this.observation(p, point, sightings),
       flags,
       sequence: ++this.sequence,
       monotonicNs: p.monoNs,
     };
+  }
+
+  private observation(p: CapturedPacket, point: ObservationPointName, sightings: number): icmpwatch.v1.IObservation {
+    const iface = this.interfaceName(p.netns, p.ifindex);
+    // Everything but netns and the interface name in one small integer (a cheap map key): ifindex
+    // below 2^19 and few sightings cover every real case; anything else gets an object of its own.
+    const cacheable = p.ifindex < 1 << 19 && sightings < 8;
+    const key = (((p.ifindex * 8 + sightings) * 4 + POINT_INDEX[point]) * 8 + HOOK_IDS[p.hook]) * 8 + p.family;
+    let byPlace = cacheable ? this.observations.get(p.netns) : undefined;
+    const known = byPlace?.get(key);
+    if (known !== undefined && known.interface === iface) return known;
+    const observation: icmpwatch.v1.IObservation = {
+      hook: HOOK_IDS[p.hook],
+      point: POINTS[point],
+      ifindex: p.ifindex,
+      interface: iface,
+      netns: p.netns,
+      sightings,
+      symbol: this.symbolByFamily[p.family],
+    };
+    if (!cacheable) return observation;
+    if (this.observationCount >= MAX_OBSERVATIONS) {
+      this.observations.clear();
+      this.observationCount = 0;
+      byPlace = undefined;
+    }
+    if (byPlace === undefined) {
+      byPlace = new Map();
+      this.observations.set(p.netns, byPlace);
+    }
+    if (!byPlace.has(key)) this.observationCount++;
+    byPlace.set(key, observation);
+    return observation;
   }
 
   fromFlood(a: FloodAggregate, hook: HookName): icmpwatch.v1.IEvent {

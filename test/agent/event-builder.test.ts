@@ -44,4 +44,37 @@ describe('event builder: kernel flags and families to API events', () => {
     expect(ev.icmp).to.include({ type: 8, code: 0, name: 'echo-request', id: 7, seq: 1 });
     expect(ev.family).to.equal(v1.Family.FAMILY_IPV4);
   });
+
+  it('hands the same observation object over for packets seen at one place, and a new one where anything about the place differs', () => {
+    const names = new Map([[2, 'eth0']]);
+    const b = new EventBuilder('node-a', new NoResolver(), new WallClock(), ['netif_receive_skb'], (_netns, ifindex) => names.get(ifindex) ?? '');
+    const at = (p: Partial<CapturedPacket>, point: 'destination' | 'host' | 'forwarded' = 'destination', sightings = 1) =>
+      b.fromPacket({ packet: packet(p), point, sightings }).observation!;
+    const first = at({ echoSeq: 1 });
+    // The node log and the exporter reuse an observation's encoded bytes by object identity.
+    expect(at({ echoSeq: 2, ttl: 9, ipId: 77 })).to.equal(first);
+    const variants = [
+      at({ netns: 4 }), at({ ifindex: 5 }), at({}, 'host'), at({}, 'forwarded'), at({}, 'destination', 2),
+      at({ hook: 'raw_tp' }), at({ family: 6, src: 'fd00::1', dst: 'fd00::2' }),
+      at({ ifindex: 1 << 20 }), // beyond the cached range: an object of its own each time
+    ];
+    for (const v of variants) expect(v).to.not.equal(first);
+    expect(at({ ifindex: 1 << 20 })).to.not.equal(variants.at(-1));
+    expect(new Set(variants).size).to.equal(variants.length);
+    expect(at({ netns: 4 })).to.equal(variants[0]);
+    expect(variants.map((v) => [v.netns, v.ifindex, v.point, v.sightings, v.hook])).to.deep.equal([
+      [4, 2, v1.ObservationPoint.OBSERVATION_POINT_DESTINATION, 1, v1.Hook.HOOK_TP_BTF],
+      [3, 5, v1.ObservationPoint.OBSERVATION_POINT_DESTINATION, 1, v1.Hook.HOOK_TP_BTF],
+      [3, 2, v1.ObservationPoint.OBSERVATION_POINT_HOST, 1, v1.Hook.HOOK_TP_BTF],
+      [3, 2, v1.ObservationPoint.OBSERVATION_POINT_FORWARDED, 1, v1.Hook.HOOK_TP_BTF],
+      [3, 2, v1.ObservationPoint.OBSERVATION_POINT_DESTINATION, 2, v1.Hook.HOOK_TP_BTF],
+      [3, 2, v1.ObservationPoint.OBSERVATION_POINT_DESTINATION, 1, v1.Hook.HOOK_RAW_TP],
+      [3, 2, v1.ObservationPoint.OBSERVATION_POINT_DESTINATION, 1, v1.Hook.HOOK_TP_BTF],
+      [3, 1 << 20, v1.ObservationPoint.OBSERVATION_POINT_DESTINATION, 1, v1.Hook.HOOK_TP_BTF],
+    ]);
+    // The host renamed the interface: the next packet there names the new one.
+    names.set(2, 'uplink0');
+    expect(at({}).interface).to.equal('uplink0');
+    expect(first.interface).to.equal('eth0');
+  });
 });

@@ -10,6 +10,11 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CACHE = join(ROOT, '.cache/bench');
 export const NODE = join(ROOT, 'node_modules/node/bin/node');
 export const QUICK = process.env.QUICK === '1' || process.argv.includes('--quick');
+/**
+ * Only these capture steps, e.g. `STEPS=agent@200000,agent@300000` (consumer@events/s, 0 = max),
+ * for A/B runs of one change; results are printed, never written into BENCHMARKS.md.
+ */
+export const STEPS = process.env.STEPS ?? null;
 
 export const int = (n: number | null | undefined) => (n === null || n === undefined ? '-' : Math.round(n).toLocaleString('en-US'));
 export const fixed = (n: number | null | undefined, digits = 1) => (n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(digits));
@@ -49,7 +54,7 @@ export function publish(name: string, md: string, raw: unknown): void {
   writeFileSync(join(CACHE, `${name}-${stamp}.json`), JSON.stringify(raw, null, 2));
   writeFileSync(join(CACHE, `${name}-latest.md`), md);
   process.stdout.write(`\n${md}\n`);
-  if (QUICK) return;
+  if (QUICK || STEPS !== null) return;
   const path = join(ROOT, 'BENCHMARKS.md');
   const begin = `<!-- bench:${name}:begin (written by make bench) -->`;
   const end = `<!-- bench:${name}:end -->`;

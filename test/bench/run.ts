@@ -3,6 +3,7 @@
 //
 //   tsx test/bench/run.ts            full run; writes the raw tables into BENCHMARKS.md
 //   QUICK=1 tsx test/bench/run.ts    the key figures in under 3 minutes; BENCHMARKS.md untouched
+//   STEPS=agent@300000,floor@300000 tsx test/bench/run.ts    only those capture steps (A/B of a change)
 //
 // Layout: namespaces A and B joined by one veth (or A - node - B routed, for the merge check).
 // The generator (test/bench/icmpgen.c) runs in A pinned to CPU 1 and sends echo requests to B;
@@ -20,7 +21,7 @@ import { loadavg } from 'node:os';
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { CACHE, NODE, QUICK, ROOT, int, machine, publish } from './report.js';
+import { CACHE, NODE, QUICK, ROOT, STEPS, int, machine, publish } from './report.js';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -50,12 +51,19 @@ const step = (events: number, consumers: ConsumerName[] = ALL): Step => ({
   requests: events ? Math.round((events / 2) * SECONDS) : MAX_REQUESTS,
   consumers,
 });
-const CAPTURE_PLAN: Step[] = QUICK
-  ? [step(100_000, ['agent', 'capture', 'floor', 'bpftrace']), step(300_000, ['agent', 'floor']), step(0, [...ALL, 'floor-xwake'])]
-  : [10_000, 50_000, 100_000, 200_000, 300_000, 400_000, 0].map((e) => step(e, e >= 100_000 || e === 0 ? [...ALL, 'floor-xwake'] : ALL));
+const CAPTURE_PLAN: Step[] = STEPS !== null
+  ? STEPS.split(',').map((s) => {
+      const [consumer, events] = s.split('@');
+      if (!ALL.includes(consumer as ConsumerName) && consumer !== 'floor-xwake') throw new Error(`STEPS: unknown consumer '${consumer}' in '${s}'`);
+      if (!/^\d+$/.test(events ?? '')) throw new Error(`STEPS: '${s}' is not CONSUMER@EVENTS_PER_SECOND`);
+      return step(Number(events), [consumer as ConsumerName]);
+    })
+  : QUICK
+    ? [step(100_000, ['agent', 'capture', 'floor', 'bpftrace']), step(300_000, ['agent', 'floor']), step(0, [...ALL, 'floor-xwake'])]
+    : [10_000, 50_000, 100_000, 200_000, 300_000, 400_000, 0].map((e) => step(e, e >= 100_000 || e === 0 ? [...ALL, 'floor-xwake'] : ALL));
 const FLOOD_LIMIT = 10_000;
-const FLOOD_PLAN = QUICK ? [{ events: 100_000, seconds: 4 }] : [{ events: 100_000, seconds: 10 }, { events: 0, seconds: 5 }];
-const ROUTED_PLAN: Step[] = QUICK ? [] : [50_000, 200_000].map((e) => step(e, ['agent', 'floor']));
+const FLOOD_PLAN = STEPS !== null ? [] : QUICK ? [{ events: 100_000, seconds: 4 }] : [{ events: 100_000, seconds: 10 }, { events: 0, seconds: 5 }];
+const ROUTED_PLAN: Step[] = QUICK || STEPS !== null ? [] : [50_000, 200_000].map((e) => step(e, ['agent', 'floor']));
 
 // ---------------------------------------------------------------------------------------------
 // Cleanup: namespaces and children are removed on success, failure and signals.

@@ -238,4 +238,26 @@ describe('common: the node log JSON line writer', () => {
     expected.push(JSON.stringify(eventToJson(ping)));
     expect(writer.take().toString('utf8').split('\n')).to.deep.equal([...expected, '']);
   });
+
+  it('writes the same when events share endpoint and observation objects (bytes reused) as when each has its own', () => {
+    const r = new Random(seed);
+    const parts = Array.from({ length: 24 }, () => randomEvent(r));
+    const writer = new EventJsonWriter(256);
+    const expected: string[] = [];
+    for (let i = 0; i < 3000; i++) {
+      // Parts of earlier events, as the agent's resolver and builder hand the same objects over again.
+      const ev: icmpwatch.v1.IEvent = {
+        ...randomEvent(r),
+        node: r.pick(parts).node,
+        family: r.pick(parts).family,
+        source: r.pick(parts).source,
+        destination: r.pick(parts).destination,
+        icmp: r.pick(parts).icmp,
+        observation: r.pick(parts).observation,
+      };
+      writer.event(ev);
+      expected.push(JSON.stringify(eventToJson(ev)));
+    }
+    expect(writer.take().toString('utf8').split('\n')).to.deep.equal([...expected, '']);
+  });
 });

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { describeIssues } from '../../common/config.js';
 import { icmpwatch } from '../../common/proto.js';
 import type { Logger } from '../../common/log.js';
-import type { EndpointResolver } from './resolver.js';
+import { EndpointMemo, type EndpointResolver } from './resolver.js';
 
 const Kind = icmpwatch.v1.EndpointKind;
 const Enrichment = icmpwatch.v1.Enrichment;
@@ -82,6 +82,8 @@ function normalizeIp(ip: string): string {
  */
 export class EndpointsFileResolver implements EndpointResolver {
   private table: Map<string, icmpwatch.v1.IEndpoint>;
+  /** Addresses not in the file (the table's own entries are the same object each time). */
+  private readonly external = new EndpointMemo();
   private loaded: Stats;
   private readonly poller: NodeJS.Timeout;
   reloads = 0;
@@ -121,7 +123,11 @@ export class EndpointsFileResolver implements EndpointResolver {
   }
 
   resolve(ip: string): icmpwatch.v1.IEndpoint {
-    return this.table.get(ip) ?? { ip, kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: Enrichment.ENRICHMENT_UNKNOWN };
+    return (
+      this.table.get(ip) ??
+      this.external.get(ip, null) ??
+      this.external.remember(ip, null, { ip, kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: Enrichment.ENRICHMENT_UNKNOWN })
+    );
   }
 
   notReadyReason(): string | null {
@@ -135,8 +141,10 @@ export class EndpointsFileResolver implements EndpointResolver {
 
 /** No source of names: every address is reported as unknown. */
 export class NoResolver implements EndpointResolver {
+  private readonly answers = new EndpointMemo();
+
   resolve(ip: string): icmpwatch.v1.IEndpoint {
-    return { ip, enrichment: Enrichment.ENRICHMENT_UNKNOWN };
+    return this.answers.get(ip, null) ?? this.answers.remember(ip, null, { ip, enrichment: Enrichment.ENRICHMENT_UNKNOWN });
   }
   notReadyReason(): string | null {
     return null;

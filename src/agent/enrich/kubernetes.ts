@@ -17,7 +17,7 @@ import {
   type ServiceRecord,
 } from './kubernetes-objects.js';
 import { Reflector, type ListPage, type ReflectorStatus, type ReflectorTiming } from './kubernetes-reflector.js';
-import type { EndpointResolver } from './resolver.js';
+import { EndpointMemo, type EndpointResolver } from './resolver.js';
 
 const Kind = icmpwatch.v1.EndpointKind;
 const Enrichment = icmpwatch.v1.Enrichment;
@@ -47,6 +47,10 @@ interface Named {
   owner: OwnerRef | null;
 }
 
+/** What an answer for an address nobody claims was made from. */
+const PENDING = 'not synced yet';
+const NOT_FOUND = 'not claimed';
+
 /** Owner kinds whose own controller is the workload a user knows (ReplicaSet -> Deployment, Job -> CronJob). */
 type Intermediate = 'ReplicaSet' | 'Job';
 
@@ -61,6 +65,9 @@ export class KubernetesResolver implements EndpointResolver {
   private readonly owners: Record<Intermediate, Map<string, OwnerRef>> = { ReplicaSet: new Map(), Job: new Map() };
   private readonly reflectors: ReflectorStatus[] = [];
   private readonly sweeper: NodeJS.Timeout;
+  /** Answers by the claim they were made from; cleared when workloads or the reflectors' health change. */
+  private readonly answers = new EndpointMemo();
+  private answeredStale = false;
   private readonly startedAt = Date.now();
   private hits = 0;
   private misses = 0;
@@ -133,15 +140,31 @@ export class KubernetesResolver implements EndpointResolver {
   resolve(ip: string): icmpwatch.v1.IEndpoint {
     const claim = this.index.lookup(ip);
     const stale = this.reflectors.some((r) => !r.healthy);
+    if (stale !== this.answeredStale) {
+      this.answers.clear();
+      this.answeredStale = stale;
+    }
     if (claim) {
       this.hits++;
+      const known = this.answers.get(ip, claim);
+      if (known) return known;
       const { endpoint, owner } = claim.value;
       const workload = endpoint.kind === Kind.ENDPOINT_KIND_POD ? this.workloadOf(endpoint.pod ?? '', owner) : null;
-      return { ...endpoint, ip, workload, enrichment: stale ? Enrichment.ENRICHMENT_STALE : Enrichment.ENRICHMENT_RESOLVED };
+      return this.answers.remember(ip, claim, { ...endpoint, ip, workload, enrichment: stale ? Enrichment.ENRICHMENT_STALE : Enrichment.ENRICHMENT_RESOLVED });
     }
     this.misses++;
-    if (this.reflectors.some((r) => !r.everSynced)) return { ip, enrichment: Enrichment.ENRICHMENT_PENDING };
-    return { ip, kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: stale ? Enrichment.ENRICHMENT_STALE : Enrichment.ENRICHMENT_UNKNOWN };
+    const pending = this.reflectors.some((r) => !r.everSynced);
+    const basis = pending ? PENDING : NOT_FOUND;
+    return (
+      this.answers.get(ip, basis) ??
+      this.answers.remember(
+        ip,
+        basis,
+        pending
+          ? { ip, enrichment: Enrichment.ENRICHMENT_PENDING }
+          : { ip, kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: stale ? Enrichment.ENRICHMENT_STALE : Enrichment.ENRICHMENT_UNKNOWN },
+      )
+    );
   }
 
   notReadyReason(): string | null {
@@ -210,7 +233,17 @@ export class KubernetesResolver implements EndpointResolver {
   /** A reflector keeping, for ReplicaSets or Jobs, only who controls them (a Deployment, a CronJob). */
   private ownerLinks(kc: KubeConfig, kind: Intermediate, resource: string, path: string, list: Lister, common: Common): Reflector<ObjectLike, OwnerLink> {
     const links = this.owners[kind];
-    const upsert = (l: OwnerLink) => (l.owner ? links.set(l.uid, l.owner) : links.delete(l.uid));
+    // A pod's workload is read through these links: a changed link makes remembered answers old.
+    // ReplicaSets change often (status), their controller rarely.
+    const upsert = (l: OwnerLink) => {
+      const known = links.get(l.uid);
+      if (l.owner === null) {
+        if (links.delete(l.uid)) this.answers.clear();
+      } else if (known?.uid !== l.owner.uid || known.kind !== l.owner.kind || known.name !== l.owner.name) {
+        links.set(l.uid, l.owner);
+        this.answers.clear();
+      }
+    };
     return new Reflector<ObjectLike, OwnerLink>(kc, {
       ...common,
       resource,
@@ -218,8 +251,11 @@ export class KubernetesResolver implements EndpointResolver {
       list,
       slim: ownerLink,
       upsert,
-      remove: (l) => links.delete(l.uid),
+      remove: (l) => {
+        if (links.delete(l.uid)) this.answers.clear();
+      },
       replace: (records) => {
+        this.answers.clear();
         links.clear();
         for (const l of records) upsert(l);
       },

@@ -3,7 +3,7 @@
 // reconnect) costs no new encoding. Protobuf lets a message's fields come in any order and a
 // repeated field's elements be written one by one, so the events' bytes are framed as they are.
 import { icmpwatch } from '../../common/proto.js';
-import { varintLength, writeVarint } from './event-encoder.js';
+import { varintLength, writeVarint } from '../../common/protobuf-wire.js';
 
 /** Tag of a length-delimited field. */
 const tag = (field: number) => (field << 3) | 2;

@@ -5,6 +5,7 @@
 // encoder does not handle (a Long, a negative or fractional number) makes it hand the event to
 // protobufjs. test/agent/export/exporter.test.ts compares the two on random events.
 import { icmpwatch, type google } from '../../common/proto.js';
+import { varintLength, writeVarint } from '../../common/protobuf-wire.js';
 
 const VARINT = 0;
 const LENGTH_DELIMITED = 2;
@@ -14,6 +15,14 @@ class Unsupported extends Error {}
 class EventEncoder {
   private buf = Buffer.allocUnsafe(4096);
   private pos = 0;
+  /**
+   * Fields (tag, length and message) encoded before, by the object they were encoded from: the
+   * agent hands the same endpoint and observation objects over for every packet of a flow, and
+   * never changes them.
+   */
+  private readonly sources = new WeakMap<icmpwatch.v1.IEndpoint, Uint8Array>();
+  private readonly destinations = new WeakMap<icmpwatch.v1.IEndpoint, Uint8Array>();
+  private readonly observations = new WeakMap<icmpwatch.v1.IObservation, Uint8Array>();
 
   encode(ev: icmpwatch.v1.IEvent): Uint8Array {
     this.pos = 0;
@@ -32,14 +41,14 @@ class EventEncoder {
     if (ev.time != null) this.message(1, ev.time, this.timestamp);
     this.string(2, ev.node);
     this.uint(3, ev.family, INT32);
-    if (ev.source != null) this.message(4, ev.source, this.endpoint);
-    if (ev.destination != null) this.message(5, ev.destination, this.endpoint);
+    if (ev.source != null) this.cachedMessage(4, ev.source, this.endpoint, this.sources);
+    if (ev.destination != null) this.cachedMessage(5, ev.destination, this.endpoint, this.destinations);
     if (ev.icmp != null) this.message(6, ev.icmp, this.icmp);
     this.uint(7, ev.ttl);
     this.uint(8, ev.length);
     this.uint(9, ev.ipId);
     this.uint(10, ev.fragmentOffset);
-    if (ev.observation != null) this.message(11, ev.observation, this.observation);
+    if (ev.observation != null) this.cachedMessage(11, ev.observation, this.observation, this.observations);
     const flags = ev.flags;
     if (flags != null && flags.length > 0) {
       this.tag(12, LENGTH_DELIMITED);
@@ -118,6 +127,19 @@ class EventEncoder {
     if (s.first != null) this.message(2, s.first, this.timestamp);
     if (s.last != null) this.message(3, s.last, this.timestamp);
     this.uint(4, s.sightings, UINT64);
+  }
+
+  private cachedMessage<T extends object>(field: number, value: T, write: (this: EventEncoder, value: T) => void, known: WeakMap<T, Uint8Array>): void {
+    const bytes = known.get(value);
+    if (bytes !== undefined) {
+      this.reserve(bytes.length);
+      this.buf.set(bytes, this.pos);
+      this.pos += bytes.length;
+      return;
+    }
+    const start = this.pos;
+    this.message(field, value, write);
+    known.set(value, new Uint8Array(this.buf.subarray(start, this.pos)));
   }
 
   private message<T>(field: number, value: T, write: (this: EventEncoder, value: T) => void): void {
@@ -205,29 +227,6 @@ function checked(value: unknown, max: number): number {
 function isAscii(s: string): boolean {
   for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
   return true;
-}
-
-export function varintLength(n: number): number {
-  let length = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    length++;
-  }
-  return length;
-}
-
-/** Writes `n` (a safe non-negative integer) as a varint at `at`; returns the position after it. */
-export function writeVarint(out: Uint8Array, at: number, n: number): number {
-  while (n > 0x7fffffff) {
-    out[at++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  while (n >= 0x80) {
-    out[at++] = (n & 0x7f) | 0x80;
-    n >>>= 7;
-  }
-  out[at++] = n;
-  return at;
 }
 
 const encoder = new EventEncoder();

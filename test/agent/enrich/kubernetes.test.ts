@@ -193,6 +193,42 @@ describe('kubernetes resolver (real kube-apiserver)', function () {
     for (const [ip, , , workload] of cases) expect(resolver.resolve(ip).workload, ip).to.deep.equal(workload);
   });
 
+  it('answers an address with the same object while nothing about it changes, and a new one when its labels or workload do', async () => {
+    const template = { metadata: { labels: { app: 'memo' } }, spec: { containers: [{ name: 'c', image: 'busybox' }] } };
+    const selector = { matchLabels: { app: 'memo' } };
+    const first = await apps.createNamespacedDeployment({ namespace: ns, body: { metadata: { name: 'memo-a' }, spec: { selector, template } } });
+    const second = await apps.createNamespacedDeployment({ namespace: ns, body: { metadata: { name: 'memo-b' }, spec: { selector, template } } });
+    const rs = await apps.createNamespacedReplicaSet({
+      namespace: ns,
+      body: { metadata: { name: 'memo-rs', ownerReferences: [controller('Deployment', 'memo-a', first.metadata!.uid!)] }, spec: { selector, template } },
+    });
+    const ip = '10.244.9.1';
+    await pod('memo-x1', { ips: [ip], labels: { app: 'memo', tier: 'one' }, owner: controller('ReplicaSet', 'memo-rs', rs.metadata!.uid!) });
+    await until(() => resolver.resolve(ip).workload?.name === 'memo-a');
+    const answer = resolver.resolve(ip);
+    // The node log and the exporter reuse an endpoint's bytes by object identity.
+    expect(resolver.resolve(ip)).to.equal(answer);
+    // A ReplicaSet status update leaves its controller as it was: still the same answer.
+    await apps.patchNamespacedReplicaSetStatus(
+      { name: 'memo-rs', namespace: ns, body: { status: { replicas: 1, observedGeneration: 1 } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    expect(resolver.resolve(ip)).to.equal(answer);
+
+    await core.patchNamespacedPod({ name: 'memo-x1', namespace: ns, body: { metadata: { labels: { app: 'memo', tier: 'two' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    await until(() => resolver.resolve(ip).labels?.tier === 'two');
+    expect(resolver.resolve(ip)).to.not.equal(answer);
+    expect(answer.labels).to.deep.equal({ app: 'memo', tier: 'one' });
+
+    await apps.patchNamespacedReplicaSet(
+      { name: 'memo-rs', namespace: ns, body: { metadata: { ownerReferences: [controller('Deployment', 'memo-b', second.metadata!.uid!)] } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await until(() => resolver.resolve(ip).workload?.name === 'memo-b');
+    expect(resolver.resolve(ip)).to.include({ pod: 'memo-x1', enrichment: Enrichment.ENRICHMENT_RESOLVED });
+  });
+
   it('names nodes by their addresses and hostNetwork pods by their node', async () => {
     const node = uniqueName('node');
     await core.createNode({ body: { metadata: { name: node, labels: { zone: 'a' } } } });

@@ -228,9 +228,10 @@ describe('agent: export event encoder', () => {
     };
   }
 
+  const asObject = (bytes: Uint8Array) => icmpwatch.v1.Event.toObject(icmpwatch.v1.Event.decode(bytes), { defaults: true, longs: String });
+
   it('encodes random events to bytes that decode to what the generic encoder gives', () => {
     const r = new Random(seed);
-    const asObject = (bytes: Uint8Array) => icmpwatch.v1.Event.toObject(icmpwatch.v1.Event.decode(bytes), { defaults: true, longs: String });
     for (let i = 0; i < 3000; i++) {
       const ev = randomEvent(r);
       let expected: Uint8Array;
@@ -241,5 +242,29 @@ describe('agent: export event encoder', () => {
       }
       expect(asObject(encodeEvent(ev)), JSON.stringify(ev)).to.deep.equal(asObject(expected));
     }
+  });
+
+  it('encodes the same when events share endpoint and observation objects (bytes reused) as when each has its own', () => {
+    const r = new Random(seed);
+    const parts = Array.from({ length: 24 }, () => randomEvent(r));
+    let compared = 0;
+    for (let i = 0; i < 3000; i++) {
+      // As the agent's resolver and builder hand the same objects over again, in either end.
+      const ev: icmpwatch.v1.IEvent = {
+        ...randomEvent(r),
+        source: r.pick([r.pick(parts).source, r.pick(parts).destination]),
+        destination: r.pick([r.pick(parts).source, r.pick(parts).destination]),
+        observation: r.pick(parts).observation,
+      };
+      let expected: Uint8Array;
+      try {
+        expected = icmpwatch.v1.Event.encode(ev).finish();
+      } catch {
+        continue;
+      }
+      expect(asObject(encodeEvent(ev)), JSON.stringify(ev)).to.deep.equal(asObject(expected));
+      compared++;
+    }
+    expect(compared).to.be.greaterThan(1000);
   });
 });
