@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { isEcho, type CapturedPacket } from './probe/decoder.js';
+import { blankPacket, isEcho, type CapturedPacket } from './probe/decoder.js';
 import type { Ownership } from './netns-addresses.js';
 import { FLAG_BITS } from './probe/event-layout.js';
 
@@ -21,35 +21,9 @@ function identifiable(p: CapturedPacket): boolean {
   return isEcho(p) || p.quoted !== null;
 }
 
-/** One step of a 32-bit multiplicative hash (two multipliers make two independent hashes). */
-function mix(h: number, v: number, multiplier: number): number {
-  h = Math.imul(h ^ v, multiplier);
-  return h ^ (h >>> 15);
-}
-
-function mixString(h: number, s: string, multiplier: number): number {
-  h = mix(h, s.length, multiplier);
-  for (let i = 0; i < s.length; i++) h = mix(h, s.charCodeAt(i), multiplier);
-  return h;
-}
-
-/** A 32-bit hash of a packet's identity: addresses, IP id, ICMP header and quote, fragment, length; not the TTL. */
-function identityHash(p: CapturedPacket, seed: number, multiplier: number): number {
-  let h = mix(seed, p.family | (p.type << 8) | (p.code << 16), multiplier);
-  h = mix(h, p.ipId | (p.fragOff << 16), multiplier);
-  h = mix(h, p.echoId | (p.echoSeq << 16), multiplier);
-  h = mix(h, p.totLen, multiplier);
-  h = mixString(h, p.src, multiplier);
-  h = mixString(h, p.dst, multiplier);
-  const q = p.quoted;
-  if (q) {
-    h = mix(h, q.protocol | 0x100, multiplier);
-    h = mix(h, q.sport | (q.dport << 16), multiplier);
-    h = mixString(h, q.src, multiplier);
-    h = mixString(h, q.dst, multiplier);
-  }
-  return h;
-}
+/** Multipliers of the two independent 32-bit hashes a packet id is made of. */
+const M1 = 0x5bd1e995;
+const M2 = 0x27d4eb2f;
 
 /**
  * Seeds drawn per process: a sender who knows the hash cannot craft packets whose ids collide
@@ -57,15 +31,50 @@ function identityHash(p: CapturedPacket, seed: number, multiplier: number): numb
  */
 const SEEDS = [randomInt(2 ** 32), randomInt(2 ** 32)] as const;
 
+/** The two hashes while a packet id is computed (one pass over the fields feeds both). */
+let h1 = 0;
+let h2 = 0;
+
+function mix(v: number): void {
+  h1 = Math.imul(h1 ^ v, M1);
+  h1 ^= h1 >>> 15;
+  h2 = Math.imul(h2 ^ v, M2);
+  h2 ^= h2 >>> 15;
+}
+
+/** Two characters per step: addresses are ASCII, and their text is most of what is hashed. */
+function mixString(s: string): void {
+  mix(s.length);
+  let i = 0;
+  for (; i + 1 < s.length; i += 2) mix(s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16));
+  if (i < s.length) mix(s.charCodeAt(i));
+}
+
 /**
- * A packet's identity as a number: two independent 32-bit hashes, 53 bits of them kept. Unlike the
- * string key it replaces it costs no allocation to build or to look up; two different packets
- * share one with probability 2^-53 (a packet is taken for one reported in the last 1-2 s about
- * once in 3e10 packets with the table full; counted as a merged sighting).
+ * A packet's identity as a number: two independent 32-bit hashes of its addresses, IP id, ICMP
+ * header and quote, fragment and length (not the TTL), 53 bits of them kept. Unlike a string key
+ * it costs no allocation to build or to look up; two different packets share one with
+ * probability 2^-53 (a packet is taken for one reported in the last 1-2 s about once in 3e10
+ * packets with the table full; counted as a merged sighting).
  */
 function packetId(p: CapturedPacket): number {
+  h1 = SEEDS[0];
+  h2 = SEEDS[1];
+  mix(p.family | (p.type << 8) | (p.code << 16));
+  mix(p.ipId | (p.fragOff << 16));
+  mix(p.echoId | (p.echoSeq << 16));
+  mix(p.totLen);
+  mixString(p.src);
+  mixString(p.dst);
+  const q = p.quoted;
+  if (q) {
+    mix(q.protocol | 0x100);
+    mix(q.sport | (q.dport << 16));
+    mixString(q.src);
+    mixString(q.dst);
+  }
   // Never 0: the empty slot of PacketIdSet.
-  return (identityHash(p, SEEDS[0], 0x5bd1e995) >>> 0) * 2 ** 21 + (identityHash(p, SEEDS[1], 0x27d4eb2f) >>> 11) || 1;
+  return (h1 >>> 0) * 2 ** 21 + (h2 >>> 11) || 1;
 }
 
 /**
@@ -109,7 +118,11 @@ class PacketIdSet {
 
 export type ObservationPointName = 'destination' | 'host' | 'forwarded' | 'unknown';
 
-/** A packet reported once, from the sighting that best shows where it went. */
+/**
+ * A packet reported once, from the sighting that best shows where it went. The merger hands one
+ * object over for every report (and the capture path one packet object for every record): valid
+ * during the call, copied by whoever keeps it.
+ */
 export interface ReportedPacket {
   packet: CapturedPacket;
   point: ObservationPointName;
@@ -179,10 +192,11 @@ export class SightingMerger {
     }
   }
 
+  /** One sighting; `p` is only read during the call (a packet held for later is copied). */
   add(p: CapturedPacket): void {
     const point = this.classify(p);
     if (p.flags & UNVALIDATED || !identifiable(p)) {
-      this.opts.report({ packet: p, point, sightings: 1 });
+      this.report(p, point, 1);
       return;
     }
     const key = packetId(p);
@@ -195,29 +209,44 @@ export class SightingMerger {
     if (waiting) {
       waiting.sightings++;
       this.merged++;
+      if (atDestination) {
+        this.held.delete(key);
+        this.recent.add(key);
+        this.report(p, point, waiting.sightings);
+        return;
+      }
       // The latest hop on the way is the closest to the destination.
-      waiting.best = p;
+      waiting.best = { ...p };
       waiting.point = point;
-      if (atDestination) this.reportHeld(key, waiting);
       return;
     }
     if (this.held.size + this.recent.size + this.older.size >= this.opts.maxPending) {
       this.overflowed++;
-      this.opts.report({ packet: p, point, sightings: 1 });
+      this.report(p, point, 1);
       return;
     }
     if (atDestination) {
       this.recent.add(key);
-      this.opts.report({ packet: p, point, sightings: 1 });
+      this.report(p, point, 1);
     } else {
-      this.held.set(key, { best: p, point, sightings: 1, seenAt: Date.now() });
+      this.held.set(key, { best: { ...p }, point, sightings: 1, seenAt: Date.now() });
     }
+  }
+
+  private readonly reported: ReportedPacket = { packet: blankPacket(), point: 'unknown', sightings: 0 };
+
+  private report(packet: CapturedPacket, point: ObservationPointName, sightings: number): void {
+    const r = this.reported;
+    r.packet = packet;
+    r.point = point;
+    r.sightings = sightings;
+    this.opts.report(r);
   }
 
   private reportHeld(key: number, e: Pending): void {
     this.held.delete(key);
     this.recent.add(key);
-    this.opts.report({ packet: e.best, point: e.point, sightings: e.sightings });
+    this.report(e.best, e.point, e.sightings);
   }
 
   /** Reports packets held longer than holdMs; forgets reported ones older than rememberMs (to twice that). */

@@ -223,6 +223,11 @@ describe('malformed and tricky packets (real kernel, raw frames)', function () {
   });
 
   it('counts malformed packets per family; unspecified for frames unreadable as far as their IP header', async () => {
+    const reportedByFamily = async () => {
+      const metric = await run.agent.registry.getSingleMetric('icmpwatch_agent_events_total')!.get();
+      return Object.fromEntries(metric.values.map((v) => [v.labels.family, v.value]));
+    };
+    const reportedBefore = await reportedByFamily();
     const before = run.agent.probe.readCountersByFamily();
     const badV6 = ipv6(src6, dst6, [], 58, echo(128, 1014, 1));
     badV6[0] = 0x40;
@@ -240,6 +245,9 @@ describe('malformed and tricky packets (real kernel, raw frames)', function () {
     const after = run.agent.probe.readCountersByFamily();
     const delta = (f: keyof typeof after) => after[f].malformed - before[f].malformed;
     expect({ ipv4: delta('ipv4'), ipv6: delta('ipv6'), unspecified: delta('unspecified') }).to.deep.equal({ ipv4: 1, ipv6: 1, unspecified: 1 });
+    // The agent's reported events carry the same family labels.
+    const reportedAfter = await reportedByFamily();
+    for (const family of ['ipv4', 'ipv6', 'unspecified']) expect((reportedAfter[family] ?? 0) - (reportedBefore[family] ?? 0), family).to.be.at.least(1);
   });
 
   it('never decodes headers outside the linear area (the stale-read trap)', async () => {

@@ -28,7 +28,8 @@ describe('sighting merger', () => {
       maxPending: 4,
       owns: (netns, ip) => (netns === POD_B && ip === '10.0.2.2' ? 'local' : netns === HOST && ip === '192.0.2.1' ? 'local' : netns === 999 ? 'unknown' : 'remote'),
       hostNetns: () => HOST,
-      report: (r) => reports.push(r),
+      // The merger hands one object over for every report: kept, it is copied.
+      report: (r) => reports.push({ ...r, packet: { ...r.packet } }),
     });
   });
   afterEach(() => merger.flush());
@@ -40,6 +41,21 @@ describe('sighting merger', () => {
     expect(reports).to.have.length(1);
     expect(reports[0]).to.deep.include({ point: 'destination', sightings: 2 });
     expect(reports[0]!.packet.netns).to.equal(POD_B);
+  });
+
+  it('keeps its own copy of a held packet: the capture path decodes every record into one object', async () => {
+    const scratch = packet(NODE, 1, { ttl: 64 });
+    merger.add(scratch); // held: on the way
+    Object.assign(scratch, packet(NODE, 2, { ttl: 64 })); // the next record, into the same object
+    merger.add(scratch);
+    Object.assign(scratch, packet(POD_B, 1, { ttl: 63 })); // packet 1 at its destination
+    merger.add(scratch);
+    Object.assign(scratch, packet(POD_B, 9, { ttl: 1 }));
+    await new Promise((r) => setTimeout(r, 80));
+    expect(reports.map((r) => [r.packet.echoSeq, r.packet.netns, r.packet.ttl, r.point, r.sightings])).to.deep.equal([
+      [1, POD_B, 63, 'destination', 2],
+      [2, NODE, 64, 'forwarded', 1],
+    ]);
   });
 
   it('reports a packet seen only on the way after the hold time, as forwarded', async () => {
@@ -108,7 +124,7 @@ describe('sighting merger', () => {
   it('tells apart packets that differ in any one identity field, merges their repeats, forgets them after rememberMs to twice that', async () => {
     const big = new SightingMerger({
       holdMs: 30, rememberMs: 100, maxPending: 100_000, owns: () => 'local', hostNetns: () => HOST,
-      report: (r) => reports.push(r),
+      report: (r) => reports.push({ ...r, packet: { ...r.packet } }),
     });
     try {
       const quote = { family: 4 as const, protocol: 17, src: '10.0.2.2', dst: '10.0.1.2', sport: 40000, dport: 33434 };

@@ -101,41 +101,52 @@ export function flagNames(flags: number): FlagName[] {
   return out;
 }
 
-/** Decodes the record at `off` of `bytes` (little-endian, as the kernel wrote it). */
-export function decodeEvent(view: DataView, bytes: Uint8Array, off: number): CapturedPacket {
+/** A packet with every field zero, to decode into. */
+export function blankPacket(): CapturedPacket {
+  return {
+    monoNs: 0, ifindex: 0, netns: 0, skbLen: 0, flags: 0, mtu: 0, totLen: 0, ipId: 0, fragOff: 0, echoId: 0, echoSeq: 0,
+    family: 0, hook: 'tp_btf', type: 0, code: 0, ttl: 0, pktType: 0, src: '', dst: '', quoted: null,
+  };
+}
+
+/**
+ * Decodes the record at `off` of `bytes` (little-endian, as the kernel wrote it) into `into`. The
+ * capture path passes one object for every record (nothing allocated per record, nothing for the
+ * garbage collector): whoever keeps a packet past the call keeps a copy.
+ */
+export function decodeEvent(view: DataView, bytes: Uint8Array, off: number, into: CapturedPacket = blankPacket()): CapturedPacket {
   const familyByte = view.getUint8(off + F.family.offset);
   const family = familyByte === 4 || familyByte === 6 ? familyByte : 0;
   const innerFamily = view.getUint8(off + F.inner_family.offset);
-  return {
-    monoNs: view.getUint32(off + F.mono_ns.offset + 4, true) * 4294967296 + view.getUint32(off + F.mono_ns.offset, true),
-    ifindex: view.getUint32(off + F.ifindex.offset, true),
-    netns: view.getUint32(off + F.netns.offset, true),
-    skbLen: view.getUint32(off + F.skb_len.offset, true),
-    flags: view.getUint32(off + F.flags.offset, true),
-    mtu: view.getUint32(off + F.mtu.offset, true),
-    totLen: view.getUint16(off + F.tot_len.offset, true),
-    ipId: view.getUint16(off + F.ip_id.offset, true),
-    fragOff: view.getUint16(off + F.frag_off.offset, true),
-    echoId: view.getUint16(off + F.echo_id.offset, true),
-    echoSeq: view.getUint16(off + F.echo_seq.offset, true),
-    family,
-    hook: HOOK_BY_ID[view.getUint8(off + F.hook.offset)] ?? 'tp_btf',
-    type: view.getUint8(off + F.type.offset),
-    code: view.getUint8(off + F.code.offset),
-    ttl: view.getUint8(off + F.ttl.offset),
-    pktType: view.getUint8(off + F.pkt_type.offset),
-    src: family ? formatAddr(family, bytes, off + F.saddr.offset) : '',
-    dst: family ? formatAddr(family, bytes, off + F.daddr.offset) : '',
-    quoted:
-      innerFamily === 4 || innerFamily === 6
-        ? {
-            family: innerFamily,
-            protocol: view.getUint8(off + F.inner_proto.offset),
-            src: formatAddr(innerFamily, bytes, off + F.inner_saddr.offset),
-            dst: formatAddr(innerFamily, bytes, off + F.inner_daddr.offset),
-            sport: view.getUint16(off + F.inner_sport.offset, true),
-            dport: view.getUint16(off + F.inner_dport.offset, true),
-          }
-        : null,
-  };
+  into.monoNs = view.getUint32(off + F.mono_ns.offset + 4, true) * 4294967296 + view.getUint32(off + F.mono_ns.offset, true);
+  into.ifindex = view.getUint32(off + F.ifindex.offset, true);
+  into.netns = view.getUint32(off + F.netns.offset, true);
+  into.skbLen = view.getUint32(off + F.skb_len.offset, true);
+  into.flags = view.getUint32(off + F.flags.offset, true);
+  into.mtu = view.getUint32(off + F.mtu.offset, true);
+  into.totLen = view.getUint16(off + F.tot_len.offset, true);
+  into.ipId = view.getUint16(off + F.ip_id.offset, true);
+  into.fragOff = view.getUint16(off + F.frag_off.offset, true);
+  into.echoId = view.getUint16(off + F.echo_id.offset, true);
+  into.echoSeq = view.getUint16(off + F.echo_seq.offset, true);
+  into.family = family;
+  into.hook = HOOK_BY_ID[view.getUint8(off + F.hook.offset)] ?? 'tp_btf';
+  into.type = view.getUint8(off + F.type.offset);
+  into.code = view.getUint8(off + F.code.offset);
+  into.ttl = view.getUint8(off + F.ttl.offset);
+  into.pktType = view.getUint8(off + F.pkt_type.offset);
+  into.src = family ? formatAddr(family, bytes, off + F.saddr.offset) : '';
+  into.dst = family ? formatAddr(family, bytes, off + F.daddr.offset) : '';
+  into.quoted =
+    innerFamily === 4 || innerFamily === 6
+      ? {
+          family: innerFamily,
+          protocol: view.getUint8(off + F.inner_proto.offset),
+          src: formatAddr(innerFamily, bytes, off + F.inner_saddr.offset),
+          dst: formatAddr(innerFamily, bytes, off + F.inner_daddr.offset),
+          sport: view.getUint16(off + F.inner_sport.offset, true),
+          dport: view.getUint16(off + F.inner_dport.offset, true),
+        }
+      : null;
+  return into;
 }

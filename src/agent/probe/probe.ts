@@ -3,7 +3,7 @@ import koffi from 'koffi';
 import { bpf, errno, errnoName, isNullOrErr, ObjectOpenOpts, type Pointer, setLibbpfPrint } from './libbpf.js';
 import { KERNEL_BTF, readKernelFeatures, type KernelFeatures } from './kernel-features.js';
 import { RingReader } from './ring-reader.js';
-import { decodeEvent, formatIpv4, formatIpv6, type CapturedPacket } from './decoder.js';
+import { blankPacket, decodeEvent, formatIpv4, formatIpv6, type CapturedPacket } from './decoder.js';
 import { AGG_KEY, AGG_VALUE, CONTROL, COUNTER_FAMILIES, COUNTERS, type CounterFamily, type CounterName, type HookName } from './event-layout.js';
 
 /** The CO-RE object `make build` compiles from bpf/. */
@@ -212,10 +212,14 @@ export class Probe {
     }
   }
 
-  /** Starts delivering decoded packets from the ring on the event loop. */
+  /**
+   * Starts delivering decoded packets from the ring on the event loop. The packet is one object
+   * reused for every record: valid during the call, copied by whoever keeps it.
+   */
   startReading(onPacket: (packet: CapturedPacket) => void): void {
+    const packet = blankPacket();
     this.reader = new RingReader(this.mapFd('events'), this.opts.ringBytes, (dv, bytes, off) =>
-      onPacket(decodeEvent(dv, bytes, off)),
+      onPacket(decodeEvent(dv, bytes, off, packet)),
     );
     this.reader.start();
   }

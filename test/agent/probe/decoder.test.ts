@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { decodeEvent, flagNames, formatIpv4, formatIpv6 } from '../../../src/agent/probe/decoder.js';
+import { blankPacket, decodeEvent, flagNames, formatIpv4, formatIpv6 } from '../../../src/agent/probe/decoder.js';
 import { EVENT_FIELDS as F, EVENT_SIZE, FLAG_BITS } from '../../../src/agent/probe/event-layout.js';
 
 const v6 = (hex: string) => Uint8Array.from(Buffer.from(hex.replace(/[: ]/g, ''), 'hex'));
@@ -53,5 +53,25 @@ describe('decoder', () => {
     const p = decodeEvent(dv, buf, 0);
     expect(p).to.include({ family: 0, src: '', dst: '', hook: 'tp_btf' });
     expect(flagNames(p.flags)).to.deep.equal(['nonlinear', 'vlan-unsupported']);
+  });
+
+  it('decodes into one reused object with nothing left over from the record before', () => {
+    const quoting = new Uint8Array(EVENT_SIZE);
+    const q = new DataView(quoting.buffer);
+    q.setUint8(F.family.offset, 6);
+    q.setUint8(F.type.offset, 1);
+    q.setUint8(F.inner_family.offset, 6);
+    q.setUint8(F.inner_proto.offset, 17);
+    q.setUint16(F.inner_sport.offset, 40000, true);
+    quoting.set(v6('fd000000000000000000000000000001'), F.saddr.offset);
+    const plain = new Uint8Array(EVENT_SIZE);
+    const d = new DataView(plain.buffer);
+    d.setUint32(F.flags.offset, FLAG_BITS.truncated, true);
+    const into = blankPacket();
+    const fresh = (bytes: Uint8Array) => decodeEvent(new DataView(bytes.buffer), bytes, 0);
+    expect(decodeEvent(q, quoting, 0, into)).to.equal(into).and.deep.equal(fresh(quoting));
+    expect(into.quoted).to.include({ family: 6, protocol: 17, sport: 40000 });
+    expect(decodeEvent(d, plain, 0, into)).to.deep.equal(fresh(plain));
+    expect(into).to.include({ family: 0, src: '', quoted: null, flags: FLAG_BITS.truncated, type: 0 });
   });
 });
