@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
-import { isIPv4 } from 'node:net';
 import { promisify } from 'node:util';
 import { formatIpv6 } from './probe/decoder.js';
 
@@ -14,7 +13,31 @@ interface NetnsAddresses {
 
 export type Ownership = 'local' | 'remote' | 'unknown';
 
-const ipv4ToInt = (ip: string): number => ip.split('.').reduce((acc, o) => ((acc << 8) | Number(o)) >>> 0, 0);
+/**
+ * A dotted-quad IPv4 address as an unsigned 32-bit number; -1 for anything else. Read character by
+ * character: the capture path asks for every sighting not made at its destination.
+ */
+export function ipv4ToInt(ip: string): number {
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < ip.length; i++) {
+    const c = ip.charCodeAt(i);
+    if (c >= 0x30 && c <= 0x39) {
+      octet = octet * 10 + (c - 0x30);
+      if (++digits > 3 || octet > 255) return -1;
+    } else if (c === 0x2e && digits > 0 && dots < 3) {
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else {
+      return -1;
+    }
+  }
+  return dots === 3 && digits > 0 ? value * 256 + octet : -1;
+}
 
 /** /proc/PID/net/fib_trie: each `|-- A.B.C.D` followed by `/N host LOCAL` is owned. */
 export function parseFibTrieLocals(text: string, into: NetnsAddresses): void {
@@ -75,8 +98,8 @@ export class NetnsAddressBook {
       return 'unknown';
     }
     if (entry.exact.has(ip)) return 'local';
-    if (entry.prefixes.length && isIPv4(ip)) {
-      const n = ipv4ToInt(ip);
+    const n = entry.prefixes.length ? ipv4ToInt(ip) : -1;
+    if (n >= 0) {
       for (const p of entry.prefixes) {
         const mask = p.bits === 0 ? 0 : (~0 << (32 - p.bits)) >>> 0;
         if (((n & mask) >>> 0) === ((p.base & mask) >>> 0)) return 'local';
