@@ -189,11 +189,23 @@ export class Agent {
     for (const sink of this.sinks) sink.publish(ev);
   }
 
-  /** What the collector is told about this node's kernel side. */
+  /**
+   * What the collector is told about this node's kernel side, with every batch. Read at most once
+   * a second: each read is a BPF map lookup per counter and family (two dozen system calls), and
+   * batches go out hundreds of times a second under load.
+   */
   private exportCounters(): AgentCounters {
-    const k = this.probe.readCounters();
-    return { events: k.events, lost: k.ringFull + k.aggFull, malformed: k.malformed, suppressed: k.suppressed };
+    const now = Date.now();
+    if (now - this.exportCountersReadAt >= 1000) {
+      const k = this.probe.readCounters();
+      this.exportCountersRead = { events: k.events, lost: k.ringFull + k.aggFull, malformed: k.malformed, suppressed: k.suppressed };
+      this.exportCountersReadAt = now;
+    }
+    return this.exportCountersRead;
   }
+
+  private exportCountersRead: AgentCounters = { events: 0, lost: 0, malformed: 0, suppressed: 0 };
+  private exportCountersReadAt = 0;
 
   /** Once a second: flood summaries, loss notices, clock re-anchoring. */
   private async tick(): Promise<void> {

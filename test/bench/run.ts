@@ -36,7 +36,9 @@ const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) |
 // ---------------------------------------------------------------------------------------------
 // Plan
 
-type ConsumerName = 'none' | 'agent' | 'capture' | 'floor' | 'floor-xwake' | 'bpftrace';
+type ConsumerName = 'none' | 'agent' | 'agent-export' | 'capture' | 'floor' | 'floor-xwake' | 'bpftrace';
+/** The real agent: alone, or streaming every event to a collector as well. */
+const isAgent = (c: ConsumerName) => c === 'agent' || c === 'agent-export';
 interface Step {
   /** Offered ICMP packets received per second in the bench namespaces (requests + replies); 0 = as fast as possible. */
   events: number;
@@ -54,13 +56,13 @@ const step = (events: number, consumers: ConsumerName[] = ALL): Step => ({
 const CAPTURE_PLAN: Step[] = STEPS !== null
   ? STEPS.split(',').map((s) => {
       const [consumer, events] = s.split('@');
-      if (!ALL.includes(consumer as ConsumerName) && consumer !== 'floor-xwake') throw new Error(`STEPS: unknown consumer '${consumer}' in '${s}'`);
+      if (!ALL.includes(consumer as ConsumerName) && consumer !== 'floor-xwake' && consumer !== 'agent-export') throw new Error(`STEPS: unknown consumer '${consumer}' in '${s}'`);
       if (!/^\d+$/.test(events ?? '')) throw new Error(`STEPS: '${s}' is not CONSUMER@EVENTS_PER_SECOND`);
       return step(Number(events), [consumer as ConsumerName]);
     })
   : QUICK
-    ? [step(100_000, ['agent', 'capture', 'floor', 'bpftrace']), step(300_000, ['agent', 'floor']), step(0, [...ALL, 'floor-xwake'])]
-    : [10_000, 50_000, 100_000, 200_000, 300_000, 400_000, 0].map((e) => step(e, e >= 100_000 || e === 0 ? [...ALL, 'floor-xwake'] : ALL));
+    ? [step(100_000, ['agent', 'capture', 'floor', 'bpftrace']), step(300_000, ['agent', 'agent-export', 'floor']), step(0, [...ALL, 'floor-xwake'])]
+    : [10_000, 50_000, 100_000, 200_000, 300_000, 400_000, 0].map((e) => step(e, e >= 100_000 || e === 0 ? [...ALL, 'agent-export', 'floor-xwake'] : ALL));
 const FLOOD_LIMIT = 10_000;
 const FLOOD_PLAN = STEPS !== null ? [] : QUICK ? [{ events: 100_000, seconds: 4 }] : [{ events: 100_000, seconds: 10 }, { events: 0, seconds: 5 }];
 const ROUTED_PLAN: Step[] = QUICK || STEPS !== null ? [] : [50_000, 200_000].map((e) => step(e, ['agent', 'floor']));
@@ -371,15 +373,53 @@ async function metricsOf(port: number): Promise<Record<string, number>> {
 }
 
 let portSeq = 0;
-async function startAgent(t: Topology, eventsPerSecond: number, label: string): Promise<Consumer> {
+/**
+ * Both bench addresses named as pods (namespace, pod, uid, labels, workload, node), as the
+ * Kubernetes resolver names pods: the agent's lines and exported events carry what they would in
+ * a cluster.
+ */
+function endpointsFile(t: Topology): string {
+  const path = join(CACHE, `endpoints-${t.kind}.json`);
+  const pod = (ip: string, name: string) => ({
+    ip, namespace: 'bench', pod: `${name}-7d9f8c6b5-x2k4q`, node: 'bench',
+    labels: { app: name, 'app.kubernetes.io/part-of': 'icmpwatch-bench', 'pod-template-hash': '7d9f8c6b5' },
+    workload: { kind: 'Deployment', name },
+  });
+  writeFileSync(path, JSON.stringify({ endpoints: [pod(t.aIp, 'pinger'), pod(t.bIp, 'echo-server')] }));
+  return path;
+}
+
+/** A collector for the agent-export consumer, unpinned (in a cluster it runs elsewhere). */
+async function startCollector(label: string): Promise<{ address: string; child: ChildProcess }> {
+  const port = 19800 + (process.pid % 100) + portSeq++ * 7;
+  const err = logFile(`collector-${label}`);
+  const child = track(
+    spawn(join(ROOT, 'bin/icmpwatch'), ['collector', '--insecure-plaintext', '--authorization', 'off', '--listen', `127.0.0.1:${port}`, '--metrics-addr', `127.0.0.1:${port + 1}`], {
+      stdio: ['ignore', 'ignore', err],
+      cwd: ROOT,
+    }),
+  );
+  closeSync(err);
+  const deadline = Date.now() + 30000;
+  while (!(await fetch(`http://127.0.0.1:${port + 1}/readyz`).then((r) => r.ok, () => false))) {
+    if (child.exitCode !== null) throw new Error(`collector exited ${child.exitCode}; see ${LOGS}/collector-${label}.log`);
+    if (Date.now() > deadline) throw new Error('collector not ready within 30 s');
+    await sleep(100);
+  }
+  return { address: `127.0.0.1:${port}`, child };
+}
+
+async function startAgent(t: Topology, eventsPerSecond: number, label: string, exportEvents = false): Promise<Consumer> {
   const port = 19400 + (process.pid % 400) + portSeq++ * 7;
+  const collector = exportEvents ? await startCollector(label) : null;
   const { sink, lines, writeFd } = startSink(`agent-${label}`, `"ip":"${t.marker}`);
   const err = logFile(`agent-${label}`);
   const agent = track(
     spawn(
       'taskset',
       ['-c', CONSUMER_CPU, join(ROOT, 'bin/icmpwatch'), 'agent', '--log-format', 'json', '--events-per-second', String(eventsPerSecond),
-        '--metrics-addr', `127.0.0.1:${port}`, '--probe', 'tracepoint', '--node-name', 'bench', '--ring-bytes', String(RING_BYTES)],
+        '--metrics-addr', `127.0.0.1:${port}`, '--probe', 'tracepoint', '--node-name', 'bench', '--ring-bytes', String(RING_BYTES),
+        '--endpoints-file', endpointsFile(t), ...(collector ? ['--collector', collector.address, '--insecure-plaintext'] : [])],
       { stdio: ['ignore', writeFd, err], cwd: ROOT },
     ),
   );
@@ -399,12 +439,13 @@ async function startAgent(t: Topology, eventsPerSecond: number, label: string): 
     return { reported: s.matched, kernelRecords: m.icmpwatch_kernel_events_total, ringFull: m.icmpwatch_kernel_ring_full_total, sink: s, metrics: m };
   };
   const consumer: Consumer = {
-    name: 'agent',
+    name: exportEvents ? 'agent-export' : 'agent',
     pid: agent.pid!,
     counts,
     async stop() {
       const m = await metricsOf(port).catch(() => ({}) as Record<string, number>);
       await stopChild(agent, 'SIGTERM');
+      if (collector) await stopChild(collector.child, 'SIGTERM');
       const s = await lines.json<SinkCounts>(20000); // printed at EOF
       await waitExit(sink, 5000);
       return { reported: s.matched, kernelRecords: m.icmpwatch_kernel_events_total, ringFull: m.icmpwatch_kernel_ring_full_total, sink: s, metrics: m };
@@ -557,6 +598,8 @@ export interface Row {
   rssMb: number | null;
   hwmMb: number | null;
   merged: number | null;
+  /** agent-export: events its exporter dropped (collector behind, buffer full); counted, announced. */
+  exportDropped: number | null;
   drainS: number;
   extra?: Record<string, number>;
 }
@@ -565,6 +608,7 @@ let genId = 1000;
 async function measure(t: Topology, s: { events: number; requests: number }, name: ConsumerName, label: string): Promise<Row> {
   const consumer =
     name === 'agent' ? await startAgent(t, 0, label)
+    : name === 'agent-export' ? await startAgent(t, 0, label, true)
     : name === 'floor' ? await startFloor(t, label)
     : name === 'floor-xwake' ? await startFloor(t, label, XWAKE_OBJECT, 'floor-xwake')
     : name === 'capture' ? await startCapture(t, label)
@@ -583,7 +627,7 @@ async function measure(t: Topology, s: { events: number; requests: number }, nam
     const expected = inAfter - inBefore;
     const expectedRecords = expected * t.sightings;
     // The agent reports each packet once (sightings merged); the others report every record.
-    const target = name === 'agent' ? expected : expectedRecords;
+    const target = isAgent(name) ? expected : expectedRecords;
     // Drain: until everything arrived or nothing more for 600 ms.
     const drainStart = Date.now();
     let after = before;
@@ -592,7 +636,7 @@ async function measure(t: Topology, s: { events: number; requests: number }, nam
       let stableSince = Date.now();
       for (;;) {
         await sleep(100);
-        after = name === 'agent' ? { reported: (await sinkCounts(...agentSink(consumer))).matched } : await consumer.counts();
+        after = isAgent(name) ? { reported: (await sinkCounts(...agentSink(consumer))).matched } : await consumer.counts();
         const got = after.reported - before!.reported;
         if (got >= target) break;
         if (got !== last) {
@@ -616,7 +660,8 @@ async function measure(t: Topology, s: { events: number; requests: number }, nam
     const kernelRecords = fin?.kernelRecords !== undefined && before?.kernelRecords !== undefined ? fin.kernelRecords - before.kernelRecords : null;
     const ringFull = fin?.ringFull !== undefined ? fin.ringFull - (before?.ringFull ?? 0) : null;
     const perEvent = (x: number) => (consumer && reported > 0 ? (x * 1e6) / reported : null);
-    const merged = fin?.metrics && before?.metrics ? (fin.metrics.icmpwatch_agent_merged_sightings_total ?? 0) - (before.metrics.icmpwatch_agent_merged_sightings_total ?? 0) : null;
+    const metricDelta = (name: string) => (fin?.metrics && before?.metrics ? (fin.metrics[name] ?? 0) - (before.metrics[name] ?? 0) : null);
+    const merged = metricDelta('icmpwatch_agent_merged_sightings_total');
     const row: Row = {
       topology: t.kind,
       consumer: name,
@@ -644,6 +689,7 @@ async function measure(t: Topology, s: { events: number; requests: number }, nam
       rssMb: mem ? mem.rssKb / 1024 : null,
       hwmMb: mem ? mem.hwmKb / 1024 : null,
       merged,
+      exportDropped: name === 'agent-export' ? metricDelta('icmpwatch_agent_export_dropped_events_total') : null,
       drainS,
     };
     log(formatRow(row));
@@ -766,7 +812,7 @@ function captureTable(rows: Row[], none: Map<string, Row>): string {
     const base = none.get(`${r.topology}/${r.offeredEvents}`);
     const vs = base && r.consumer !== 'none' ? `${f((100 * r.requestRate) / base.requestRate - 100, 1)}%` : '-';
     out.push(
-      `| ${k(r.offeredEvents)} | ${r.consumer} | ${int(r.requests)} | ${int(r.requestRate)} | ${vs} | ${int(r.consumer === 'agent' || r.consumer === 'none' ? r.expected : r.expectedRecords)} | ` +
+      `| ${k(r.offeredEvents)} | ${r.consumer} | ${int(r.requests)} | ${int(r.requestRate)} | ${vs} | ${int(isAgent(r.consumer) || r.consumer === 'none' ? r.expected : r.expectedRecords)} | ` +
         `${int(r.kernelRecords)} | ${int(r.reported)} | ${f(r.lossPct, 2)} | ${int(r.ringFull)} | ${f(r.cpuUsPerEvent, 3)} | ${f(r.userUsPerEvent, 3)} | ${f(r.sysUsPerEvent, 3)} | ` +
         `${f(r.cpuCoresDuringTraffic, 2)} | ${f(r.bpfNsPerRecord)} | ${f(r.bpfNsPerRun)} | ${r.rssMb === null ? '-' : `${f(r.rssMb)} (${f(r.hwmMb)})`} |`,
     );
@@ -776,8 +822,8 @@ function captureTable(rows: Row[], none: Map<string, Row>): string {
 
 function ratioTable(rows: Row[]): string {
   const out = [
-    '| offered ev/s | agent / floor (CPU per event) | capture stage / floor | bpftrace / agent | agent user us/ev (target 1.5) | sender: agent / no reader | sender: floor-xwake / no reader |',
-    '|---|---|---|---|---|---|---|',
+    '| offered ev/s | agent / floor (CPU per event) | capture stage / floor | bpftrace / agent | agent user us/ev | agent+export user us/ev (target 1.5) | export dropped | sender: agent / no reader | sender: floor-xwake / no reader |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   const by = (c: ConsumerName, e: number) => rows.find((r) => r.consumer === c && r.offeredEvents === e && r.topology === 'veth');
   const cpu = (r: Row | undefined) => r?.cpuUsPerEvent ?? null;
@@ -789,7 +835,7 @@ function ratioTable(rows: Row[]): string {
     const b = cpu(by('bpftrace', e));
     const ratio = (x: number | null, y: number | null) => (x !== null && y ? `${f(x / y, 1)}x` : '-');
     out.push(
-      `| ${k(e)} | ${ratio(a, fl)} | ${ratio(c, fl)} | ${ratio(b, a)} | ${f(by('agent', e)?.userUsPerEvent, 3)} | ` +
+      `| ${k(e)} | ${ratio(a, fl)} | ${ratio(c, fl)} | ${ratio(b, a)} | ${f(by('agent', e)?.userUsPerEvent, 3)} | ${f(by('agent-export', e)?.userUsPerEvent, 3)} | ${int(by('agent-export', e)?.exportDropped)} | ` +
         `${sender(by('agent', e), by('none', e))} | ${sender(by('floor-xwake', e), by('none', e))} |`,
     );
   }

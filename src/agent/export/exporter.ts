@@ -55,8 +55,11 @@ const MAX_BATCH_BYTES = 1 << 20;
 /** An empty batch carries the counters when there were no events for this long. */
 const HEARTBEAT_MS = 10_000;
 
-/** The buffer's gauges are read when scraped: setting them on every publish cost more than the rest of publish. */
-function createExporterMetrics(registry: Registry, buffer: SendBuffer) {
+/**
+ * The buffer's gauges and the drop count are read when scraped: setting them on every publish cost
+ * more than the rest of publish (and events are dropped one by one while the collector is behind).
+ */
+function createExporterMetrics(registry: Registry, buffer: SendBuffer, droppedTotal: () => number) {
   const registers = [registry];
   return {
     acked: new Counter({ name: 'icmpwatch_agent_export_acked_events_total', help: 'Events the collector acknowledged.', registers }),
@@ -64,6 +67,10 @@ function createExporterMetrics(registry: Registry, buffer: SendBuffer) {
       name: 'icmpwatch_agent_export_dropped_events_total',
       help: 'Events dropped from the full export buffer (announced to the collector).',
       registers,
+      collect() {
+        this.reset();
+        this.inc(droppedTotal());
+      },
     }),
     buffered: new Gauge({
       name: 'icmpwatch_agent_export_buffered_events',
@@ -120,7 +127,7 @@ export class CollectorExporter {
     this.client = new IngestClient(options.address, backoff, options.transport);
     this.buffer = new SendBuffer(options.maxBufferedEvents, options.maxBufferedBytes);
     this.backoff = new Backoff(backoff.minMs, backoff.maxMs);
-    this.metrics = createExporterMetrics(options.registry, this.buffer);
+    this.metrics = createExporterMetrics(options.registry, this.buffer, () => this.droppedTotal);
     this.heartbeat = setInterval(() => {
       if (Date.now() - this.lastSendMs >= HEARTBEAT_MS) this.send(true);
     }, HEARTBEAT_MS);
@@ -287,9 +294,7 @@ export class CollectorExporter {
   }
 
   private countDropped(n: number): void {
-    if (n === 0) return;
     this.droppedTotal += n;
-    this.metrics.dropped.inc(n);
   }
 
   private setConnected(connected: boolean): void {
