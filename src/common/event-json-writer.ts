@@ -194,32 +194,36 @@ export class EventJsonWriter {
    */
   private cached<T extends object>(known: WeakMap<T, Uint8Array>, value: T, write: (this: EventJsonWriter, value: T) => void): void {
     const bytes = known.get(value);
-    if (bytes !== undefined) {
-      this.reserve(bytes.length + FIXED_BOUND);
-      this.buf.set(bytes, this.pos);
-      this.pos += bytes.length;
-      return;
-    }
+    if (bytes !== undefined) return this.copy(bytes);
     const start = this.pos;
     write.call(this, value);
-    known.set(value, new Uint8Array(this.buf.subarray(start, this.pos)));
+    known.set(value, this.since(start));
   }
 
+  /** Bytes kept from an earlier line, with room for the rest of this one. */
+  private copy(bytes: Uint8Array): void {
+    this.reserve(bytes.length + FIXED_BOUND);
+    this.buf.set(bytes, this.pos);
+    this.pos += bytes.length;
+  }
+
+  /** A copy of what was written since `start`, to keep. */
+  private since(start: number): Uint8Array {
+    return new Uint8Array(this.buf.subarray(start, this.pos));
+  }
+
+  /** `,"node":N,"family":F,"source":` from bytes kept per family. */
   private header(node: string, family: IpFamily | null): void {
     const index = family === 'ipv4' ? 1 : family === 'ipv6' ? 2 : 0;
     const known = this.headers[index];
-    if (known !== undefined && known.node === node) {
-      this.reserve(known.bytes.length + FIXED_BOUND);
-      this.bytes(known.bytes);
-      return;
-    }
+    if (known !== undefined && known.node === node) return this.copy(known.bytes);
     const start = this.pos;
     this.bytes(K.node);
     this.string(node);
     this.bytes(K.family);
     this.label(family ?? 'unspecified');
     this.bytes(K.source);
-    this.headers[index] = { node, bytes: new Uint8Array(this.buf.subarray(start, this.pos)) };
+    this.headers[index] = { node, bytes: this.since(start) };
   }
 
   /** `,"icmp":{"type":T,"code":C,"name":N` from bytes kept per type and code. */
@@ -227,11 +231,7 @@ export class EventJsonWriter {
     const key = type * 256 + code;
     const cacheable = Number.isInteger(type) && Number.isInteger(code) && type >= 0 && type < 256 && code >= 0 && code < 256;
     const known = cacheable ? this.icmpHeaders.get(key) : undefined;
-    if (known !== undefined && known.name === name) {
-      this.reserve(known.bytes.length + FIXED_BOUND);
-      this.bytes(known.bytes);
-      return;
-    }
+    if (known !== undefined && known.name === name) return this.copy(known.bytes);
     const start = this.pos;
     this.bytes(K.icmpType);
     this.number(type);
@@ -239,7 +239,7 @@ export class EventJsonWriter {
     this.number(code);
     this.bytes(K.name);
     this.string(name);
-    if (cacheable) this.icmpHeaders.set(key, { name, bytes: new Uint8Array(this.buf.subarray(start, this.pos)) });
+    if (cacheable) this.icmpHeaders.set(key, { name, bytes: this.since(start) });
   }
 
   private observation(obs: icmpwatch.v1.IObservation): void {

@@ -230,18 +230,23 @@ describe('agent: export event encoder', () => {
 
   const asObject = (bytes: Uint8Array) => icmpwatch.v1.Event.toObject(icmpwatch.v1.Event.decode(bytes), { defaults: true, longs: String });
 
+  /** Whether the event was compared: the generic encoder refuses some values (then so may the fast one). */
+  function encodesAsGeneric(ev: icmpwatch.v1.IEvent): boolean {
+    let expected: Uint8Array;
+    try {
+      expected = icmpwatch.v1.Event.encode(ev).finish();
+    } catch {
+      return false;
+    }
+    expect(asObject(encodeEvent(ev)), JSON.stringify(ev)).to.deep.equal(asObject(expected));
+    return true;
+  }
+
   it('encodes random events to bytes that decode to what the generic encoder gives', () => {
     const r = new Random(seed);
-    for (let i = 0; i < 3000; i++) {
-      const ev = randomEvent(r);
-      let expected: Uint8Array;
-      try {
-        expected = icmpwatch.v1.Event.encode(ev).finish();
-      } catch {
-        continue;
-      }
-      expect(asObject(encodeEvent(ev)), JSON.stringify(ev)).to.deep.equal(asObject(expected));
-    }
+    let compared = 0;
+    for (let i = 0; i < 3000; i++) if (encodesAsGeneric(randomEvent(r))) compared++;
+    expect(compared).to.be.greaterThan(1000);
   });
 
   it('encodes the same when events share endpoint and observation objects (bytes reused) as when each has its own', () => {
@@ -256,14 +261,7 @@ describe('agent: export event encoder', () => {
         destination: r.pick([r.pick(parts).source, r.pick(parts).destination]),
         observation: r.pick(parts).observation,
       };
-      let expected: Uint8Array;
-      try {
-        expected = icmpwatch.v1.Event.encode(ev).finish();
-      } catch {
-        continue;
-      }
-      expect(asObject(encodeEvent(ev)), JSON.stringify(ev)).to.deep.equal(asObject(expected));
-      compared++;
+      if (encodesAsGeneric(ev)) compared++;
     }
     expect(compared).to.be.greaterThan(1000);
   });
