@@ -13,10 +13,9 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { CollectorExporter } from '../../src/agent/export/exporter.js';
 import { ObserverClient } from '../../src/common/grpc/clients.js';
-import { observerService } from '../../src/common/grpc/services.js';
 import { icmpwatch } from '../../src/common/proto.js';
 import { silentLog } from '../collector/harness.js';
-import { RPC } from './follow.js';
+import { follow, RPC } from './follow.js';
 import { NODE, ROOT } from './report.js';
 
 const RATE = Number(process.env.RATE ?? 50_000);
@@ -43,53 +42,21 @@ function syntheticEvent(seq: number, seconds: number): icmpwatch.v1.IEvent {
   };
 }
 
-/** Reads a varint at `at`: [value, offset after it]. */
-function varint(bytes: Uint8Array, at: number): [number, number] {
-  let value = 0;
-  for (let shift = 0; ; shift += 7) {
-    const b = bytes[at++]!;
-    value += (b & 0x7f) * 2 ** shift;
-    if (b < 0x80) return [value, at];
-  }
-}
-
-/** Whether a SubscribeResponse's bytes hold an event (field 3) or a loss notice (field 4), from its tags alone. */
-function kindOf(bytes: Uint8Array, from: number, to: number): 'event' | 'lost' | 'other' {
-  for (let at = from; at < to; ) {
-    const tag = bytes[at]!;
-    const [length, start] = varint(bytes, at + 1);
-    if (tag === 0x1a) return 'event';
-    if (tag === 0x22) return 'lost';
-    at = start + length;
-  }
-  return 'other';
-}
-
 /**
  * Role `subscribers`: S follow streams, each on its own connection as from S machines, counting
  * events and lost notices; prints them on SIGTERM. One process stands in for S subscribers, so it
- * counts records from their tags instead of decoding them (their cost is not the collector's).
+ * reads records as follow.ts does instead of decoding them (their cost is not the collector's).
  */
 async function subscribers(address: string, count: number): Promise<void> {
   const received = new Array<number>(count).fill(0);
   let lostNotices = 0;
-  const method = RPC === 'Subscribe' ? observerService.subscribe : observerService.subscribeBatches;
   const clients = Array.from({ length: count }, () => new ObserverClient(address, { 'grpc.use_local_subchannel_pool': 1 }));
-  const streams = clients.map((client, i) => {
-    const tally = (r: 'event' | 'lost' | 'other') => (r === 'event' ? received[i]!++ : r === 'lost' ? lostNotices++ : 0);
-    const stream = client.makeServerStreamRequest(method.path, method.requestSerialize, (bytes: Buffer) => {
-      if (RPC === 'Subscribe') return tally(kindOf(bytes, 0, bytes.length));
-      for (let at = 0; at < bytes.length; ) {
-        const [length, start] = varint(bytes, at + 1); // field 1: one SubscribeResponse
-        tally(kindOf(bytes, start, start + length));
-        at = start + length;
-      }
-      return 0;
-    }, { follow: true });
-    stream.on('error', () => {});
-    stream.resume(); // flowing: the deserializer counted them already
-    return stream;
-  });
+  const streams = clients.map((client, i) =>
+    follow(client, (r) => {
+      if (r.event) received[i]!++;
+      else if (r.lostEvents) lostNotices++;
+    }).on('error', () => {}),
+  );
   process.stdout.write('ready\n');
   await new Promise((r) => process.once('SIGTERM', r));
   for (const s of streams) s.cancel();
