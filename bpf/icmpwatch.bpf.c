@@ -207,10 +207,12 @@ static __always_inline __u64 mix_addr(__u64 h, const __u8 *a)
 /*
  * A 64-bit hash of the fields the agent merges sightings by (src/agent/sightings.ts), never the
  * TTL. A packet is taken for another seen within the second with probability about rate / 2^64.
+ * Seeded by the agent: a sender who knows the function cannot craft a packet whose identity
+ * collides with another's, to ride on that packet's decision past the flood limit.
  */
-static __always_inline __u64 packet_identity(const struct icmpw_event *e)
+static __always_inline __u64 packet_identity(const struct icmpw_event *e, __u64 seed)
 {
-	__u64 h = mix(0, e->family | (e->type << 8) | (e->code << 16) | ((__u64)e->inner_proto << 24) |
+	__u64 h = mix(seed, e->family | (e->type << 8) | (e->code << 16) | ((__u64)e->inner_proto << 24) |
 			      ((__u64)e->ip_id << 32) | ((__u64)e->frag_off << 48));
 	h = mix(h, e->tot_len | ((__u64)e->echo_id << 16) | ((__u64)e->echo_seq << 32) |
 			   ((__u64)e->inner_family << 48));
@@ -236,7 +238,7 @@ static __always_inline enum admission admit(const struct icmpw_event *e, const s
 
 	if (!identifiable(e))
 		return within_rate(ctl) ? ADMIT_SEND : ADMIT_SUPPRESS;
-	key = packet_identity(e);
+	key = packet_identity(e, ctl->identity_seed);
 	/* Remembered for one second: never longer than the agent's merger (src/agent/agent.ts rememberMs). */
 	known = bpf_map_lookup_elem(&recent_packets, &key);
 	/*

@@ -122,6 +122,7 @@ struct icmpw_control {
 	__u64 wakeup_bytes;      /* pending ring bytes that force a reader wake-up */
 	__u32 agg_slot;          /* which of agg_0/agg_1 the programs fill; the agent drains the other */
 	__u32 pad;
+	__u64 identity_seed;     /* random per agent: packet identities cannot be made to collide offline */
 };
 
 #endif

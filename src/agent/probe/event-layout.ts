@@ -68,7 +68,7 @@ export const HOOK_IDS = { tp_btf: 1, raw_tp: 2, fexit: 3, kretprobe: 4 } as cons
 export type HookName = keyof typeof HOOK_IDS;
 
 /** struct icmpw_control */
-export const CONTROL = { size: 24, eventsPerSecond: 0, wakeupBytes: 8, aggSlot: 16 } as const;
+export const CONTROL = { size: 32, eventsPerSecond: 0, wakeupBytes: 8, aggSlot: 16, identitySeed: 24 } as const;
 
 /** struct icmpw_agg_key / struct icmpw_agg_value */
 export const AGG_KEY = { size: 36, family: 0, type: 1, code: 2, saddr: 4, daddr: 20 } as const;

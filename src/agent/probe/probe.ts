@@ -1,3 +1,4 @@
+import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { bpf, errno, errnoName, isNullOrErr, ObjectOpenOpts, type Pointer, setLibbpfPrint } from './libbpf.js';
@@ -163,6 +164,7 @@ export class Probe {
   ) {
     this.control.writeBigUInt64LE(BigInt(opts.eventsPerSecond), CONTROL.eventsPerSecond);
     this.control.writeBigUInt64LE(BigInt(opts.wakeupBytes), CONTROL.wakeupBytes);
+    randomFillSync(this.control, CONTROL.identitySeed, 8);
     this.writeControl();
   }
 

@@ -37,11 +37,12 @@ describe('event record layout (bpf/icmpwatch.h vs the TypeScript decoder)', () =
   });
 
   it('agrees on the control word and the flood aggregation map', () => {
-    const ctl = layoutOf('icmpw_control', ['events_per_second', 'wakeup_bytes', 'agg_slot']);
-    expect([ctl.events_per_second![0], ctl.wakeup_bytes![0], ctl.agg_slot![0], ctl.size[1]]).to.deep.equal([
+    const ctl = layoutOf('icmpw_control', ['events_per_second', 'wakeup_bytes', 'agg_slot', 'identity_seed']);
+    expect([ctl.events_per_second![0], ctl.wakeup_bytes![0], ctl.agg_slot![0], ctl.identity_seed![0], ctl.size[1]]).to.deep.equal([
       CONTROL.eventsPerSecond,
       CONTROL.wakeupBytes,
       CONTROL.aggSlot,
+      CONTROL.identitySeed,
       CONTROL.size,
     ]);
     const key = layoutOf('icmpw_agg_key', ['family', 'type', 'code', 'saddr', 'daddr']);
