@@ -18,7 +18,8 @@ export const summary = `icmpwatch observe --server HOST:PORT [flags]
 
   --server HOST:PORT     the collector (required)
 ${subscriberTlsUsage}
-  --token-file FILE      bearer token for the collector (re-read on each connect; default $ICMPWATCH_TOKEN)
+  --token-file FILE      bearer token for the collector (re-read on each connect; default $ICMPWATCH_TOKEN);
+                         over TLS only: a token with --insecure-plaintext is refused (exit 2)
   --last N               the last N matching events (default 20 without --follow/--since)
   --follow               keep printing new events
   --since T, --until T   RFC 3339 time (2026-11-25T05:55:00Z) or an age (90s, 15m, 2h)
@@ -162,7 +163,7 @@ export async function run(argv: string[]): Promise<number> {
           ? lostEventsToText(r)
           : nodeStatusToText(r);
 
-  const metadata = bearerMetadata(flags.tokenFile);
+  const metadata = bearerMetadata(flags);
   const client = new ObserverClient(flags.server, {}, await subscriberTransport(flags));
   const stream = client.subscribeBatches(request, {}, metadata);
   // Set when this process cancels its own call (a signal, a reader that went away): a normal end.

@@ -13,7 +13,8 @@ export const summary = `icmpwatch status --server HOST:PORT [-o text|json]
   The collector's state: events seen and rate, history, subscribers, drops, and each node's agent.
   Needs get icmpevents.icmpwatch.io cluster-wide when the collector checks access.
 
-  --token-file FILE      bearer token for the collector (default $ICMPWATCH_TOKEN)
+  --token-file FILE      bearer token for the collector (default $ICMPWATCH_TOKEN); over TLS only:
+                         a token with --insecure-plaintext is refused (exit 2)
 ${subscriberTlsUsage}
  exit status: 0 ok, 1 collector error, 2 bad flags, 3 token rejected or not allowed`;
 
@@ -47,7 +48,7 @@ function toText(s: icmpwatch.v1.IGetStatusResponse): string {
 
 export async function run(argv: string[]): Promise<number> {
   const flags = parseFlags(argv.map((a) => (a === '-o' ? '--output' : a)), schema, ['insecurePlaintext']);
-  const metadata = bearerMetadata(flags.tokenFile);
+  const metadata = bearerMetadata(flags);
   const client = new ObserverClient(flags.server, {}, await subscriberTransport(flags));
   try {
     const status = await client.getStatus({ deadline: Date.now() + 10_000 }, metadata);

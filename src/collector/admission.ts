@@ -1,6 +1,7 @@
-// Limits on subscribers, checked before a call does any work: Observer calls per second per client
-// address (a token bucket: a burst of one second's worth), and concurrent Subscribe streams in total
-// and per client address. A refusal says which limit and which flag sets it.
+// Limits on subscribers: Observer calls per second per client address (a token bucket: a burst of
+// one second's worth), checked before a call does any work, and concurrent Subscribe streams in total
+// and per client address, counted once a stream's access is granted. A refusal says which limit and
+// which flag sets it.
 
 export interface AdmissionLimits {
   maxSubscribers: number;

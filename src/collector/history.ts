@@ -3,13 +3,13 @@
 // tell where the history it was sent ends and live delivery begins.
 import { Deque } from '../common/deque.js';
 import type { icmpwatch } from '../common/proto.js';
+import type { EncodedResponse } from './encoded-response.js';
 
-export interface HistoryEntry {
+export interface HistoryEntry extends EncodedResponse {
   index: number;
   /** Time the record is about (event time, end of a loss), see timestampMs. */
   timeMs: number;
-  response: icmpwatch.v1.ISubscribeResponse;
-  /** Encoded size: what the byte bound counts (the heap holds a small multiple of it). */
+  /** The journal record's encoded size: what the byte bound counts (the heap holds a small multiple of it). */
   bytes: number;
 }
 
@@ -49,8 +49,8 @@ export class History {
     return this.newestDropped;
   }
 
-  append(response: icmpwatch.v1.ISubscribeResponse, timeMs: number, bytes: number, now = Date.now()): HistoryEntry {
-    const entry = { index: this.nextIndex++, timeMs, response, bytes };
+  append({ response, encoded }: EncodedResponse, timeMs: number, bytes: number, now = Date.now()): HistoryEntry {
+    const entry = { index: this.nextIndex++, timeMs, response, encoded, bytes };
     this.entries.push(entry);
     this.totalBytes += bytes;
     // The newest record stays even when it alone is over the byte bound: live delivery has it anyway.

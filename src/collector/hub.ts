@@ -1,11 +1,12 @@
 // Live fan-out: every stored record goes to each following subscriber whose filters match. Offering
 // never blocks (each subscriber has its own bounded queue), so one slow reader slows no one else.
 import type { icmpwatch } from '../common/proto.js';
+import type { EncodedResponse } from './encoded-response.js';
 import type { CompiledFilters } from './filter.js';
 
 /** Where the hub hands a follower's records: its Subscriber, or an access gate in front of it. */
 export interface RecordSink {
-  offer(response: icmpwatch.v1.ISubscribeResponse, timeMs: number): void;
+  offer(record: EncodedResponse, timeMs: number): void;
   end(): void;
   onClose(listener: () => void): void;
 }
@@ -33,10 +34,10 @@ export class Hub {
     subscriber.onClose(() => this.followers.delete(follower));
   }
 
-  publish(response: icmpwatch.v1.ISubscribeResponse, timeMs: number): void {
+  publish(record: EncodedResponse, timeMs: number): void {
     for (const f of this.followers) {
       if (f.until !== null && timeMs > f.until) continue;
-      if (responseMatches(f.filters, response)) f.subscriber.offer(response, timeMs);
+      if (responseMatches(f.filters, record.response)) f.subscriber.offer(record, timeMs);
     }
   }
 

@@ -3,13 +3,17 @@
 // only after the store made it durable. Sequences at or below what was already accepted are resent
 // duplicates and are skipped; announced buffer drops and new ring-buffer losses become lost-events
 // records. On stop, what each stream already delivered is stored and acknowledged before it ends.
+// Events are stored and forwarded in the bytes they came in (ingest-request.ts), never encoded again.
 import { setImmediate } from 'node:timers/promises';
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../common/log.js';
 import { icmpwatch } from '../common/proto.js';
+import type { ReceivedIngestRequest } from '../common/grpc/ingest-request.js';
 import { undecodableReason } from '../common/grpc/services.js';
 import { timestampMs } from '../common/grpc/subscribe-request.js';
+import { withStringField } from '../common/protobuf-wire.js';
 import type { AgentAcks, InstanceState } from './agent-acks.js';
+import type { RecordWithBytes } from './journal-record.js';
 import type { CollectorMetrics } from './metrics.js';
 import type { NodeRegistry } from './nodes.js';
 import type { RateWindow } from './rate.js';
@@ -19,7 +23,10 @@ import { timestampFromMs } from './timestamps.js';
 
 const { LostEventsSource, NodeState } = icmpwatch.v1;
 
-type IngestCall = ServerDuplexStream<icmpwatch.v1.IIngestRequest, icmpwatch.v1.IIngestResponse>;
+/** Event.node's field number (event.proto). */
+const EVENT_NODE = 2;
+
+type IngestCall = ServerDuplexStream<ReceivedIngestRequest, icmpwatch.v1.IIngestResponse>;
 
 interface Session {
   node: string;
@@ -68,7 +75,7 @@ export class IngestService {
       call.emit('error', statusError(code, err.message));
     };
 
-    call.on('data', (request: icmpwatch.v1.IIngestRequest) => {
+    call.on('data', (request: ReceivedIngestRequest) => {
       // Stopping: the agent resends what is not acknowledged to the next collector.
       if (this.stopping) return;
       if (++queued >= MAX_QUEUED_REQUESTS) call.pause();
@@ -85,7 +92,7 @@ export class IngestService {
             call.write({ ackedSequence: session.state.durable, ringLost: session.state.lostAnnounced });
           } else if (request.batch) {
             if (!session) throw statusError(status.INVALID_ARGUMENT, 'batch: the first request must be a hello');
-            const acked = await this.batch(session, request.batch);
+            const acked = await this.batch(session, request.batch, request.eventBytes);
             if (!call.destroyed && !call.writableEnded) call.write({ ackedSequence: acked, ringLost: session.state.lostAnnounced });
             // Let subscriber streams flush between batches: a burst is then one batch, not a backlog.
             await setImmediate();
@@ -130,12 +137,13 @@ export class IngestService {
     return { node: hello.node, instance: hello.agentInstance, state };
   }
 
-  private async batch(session: Session, batch: icmpwatch.v1.IEventBatch): Promise<number> {
+  /** `eventBytes[i]`: the bytes `batch.events[i]` came in. */
+  private async batch(session: Session, batch: icmpwatch.v1.IEventBatch, eventBytes: Uint8Array[]): Promise<number> {
     const { node, instance, state } = session;
     const now = Date.now();
-    const records: icmpwatch.v1.IJournalRecord[] = [];
+    const records: RecordWithBytes[] = [];
     const lost = (source: icmpwatch.v1.LostEventsSource, count: number, first: icmpwatch.v1.ILostEvents['first'], last: icmpwatch.v1.ILostEvents['last'], lastSequence: number) => {
-      records.push({ agentInstance: instance, lastSequence, lostEvents: { source, count, first, last, nodeName: node } });
+      records.push({ record: { agentInstance: instance, lastSequence, lostEvents: { source, count, first, last, nodeName: node } }, eventBytes: null });
       this.metrics.lostEvents.inc({ source: LostEventsSource[source] }, count);
     };
 
@@ -167,8 +175,12 @@ export class IngestService {
         this.log.warn({ node, instance, expected: state.accepted + 1, got: seq }, 'sequence gap from agent');
         lost(LostEventsSource.LOST_EVENTS_SOURCE_AGENT_EXPORT_BUFFER, seq - state.accepted - 1, ev.time, ev.time, seq - 1);
       }
-      if (!ev.node) ev.node = node;
-      records.push({ agentInstance: instance, lastSequence: seq, event: ev });
+      let bytes = eventBytes[i]!;
+      if (!ev.node) {
+        ev.node = node;
+        bytes = withStringField(bytes, EVENT_NODE, node);
+      }
+      records.push({ record: { agentInstance: instance, lastSequence: seq, event: ev }, eventBytes: bytes });
       state.accepted = seq;
       stored++;
       if (ev.time) newestEventMs = Math.max(newestEventMs ?? 0, timestampMs(ev.time));
@@ -181,7 +193,7 @@ export class IngestService {
       state.lostAnnounced = ringLost;
     }
     // Every record carries the announced count: a recovered instance then announces only new losses.
-    for (const record of records) record.ringLost = state.lostAnnounced;
+    for (const { record } of records) record.ringLost = state.lostAnnounced;
     state.lastBatchMs = now;
 
     const acked = state.accepted;

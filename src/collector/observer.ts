@@ -3,8 +3,8 @@
 // stream is written, see subscriber.ts), GetStatus and ListNodes. Requests are validated at
 // this edge; problems come back as INVALID_ARGUMENT naming the field. With access control on, every
 // call's bearer token is reviewed first (access-review.ts) and each stream delivers only what its
-// subscriber may read (stream-access.ts). Calls beyond the limits on subscribers (admission.ts)
-// get RESOURCE_EXHAUSTED naming the limit.
+// subscriber may read (stream-access.ts). Calls beyond the request rate, and streams granted access
+// beyond the limits on subscribers (admission.ts), get RESOURCE_EXHAUSTED naming the limit.
 import { status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import type { Counter } from 'prom-client';
 import { undecodableReason } from '../common/grpc/services.js';
@@ -13,13 +13,13 @@ import type { Logger } from '../common/log.js';
 import { icmpwatch } from '../common/proto.js';
 import { AccessError, bearerToken, permissionText, type AccessReviewer } from './access-review.js';
 import type { Admission } from './admission.js';
+import { encodeResponse } from './encoded-response.js';
 import { compileFilters } from './filter.js';
 import { responseMatches, type Hub } from './hub.js';
 import type { CollectorMetrics } from './metrics.js';
 import type { HistoryEntry } from './history.js';
 import type { NodeRegistry } from './nodes.js';
 import type { RateWindow } from './rate.js';
-import { ResponseEncodings } from './response-encodings.js';
 import { statusError } from './status-error.js';
 import type { Store } from './store.js';
 import { AccessGate, asAccessError, StreamAccess } from './stream-access.js';
@@ -39,8 +39,6 @@ export class ObserverService {
   private stopping = false;
   private readonly active = new Set<Subscriber>();
   private readonly started = Date.now();
-  /** Shared by every SubscribeBatches stream. */
-  private readonly encodings: ResponseEncodings;
 
   constructor(
     private readonly store: Store,
@@ -50,18 +48,14 @@ export class ObserverService {
     private readonly rate: RateWindow,
     private readonly options: { subscriberQueue: number; journalDamaged: () => number; admission: Admission; access: AccessReviewer | null },
     private readonly log: Logger,
-  ) {
-    // Two queues' worth, so a subscriber a full queue behind the others still finds its records
-    // encoded; at most 64Ki records (some 20 MiB) whatever the queue.
-    this.encodings = new ResponseEncodings(Math.min(2 * options.subscriberQueue, 1 << 16));
-  }
+  ) {}
 
   subscribe(call: SubscribeCall): void {
-    this.open({ call, batches: null });
+    this.open({ call, batched: false });
   }
 
   subscribeBatches(call: SubscribeBatchesCall): void {
-    this.open({ call, batches: this.encodings });
+    this.open({ call, batched: true });
   }
 
   private open(output: SubscriberOutput): void {
@@ -79,29 +73,30 @@ export class ObserverService {
       fail(statusError(status.INVALID_ARGUMENT, message));
       return;
     }
-    const admitted = this.options.admission.subscriber(call.getPeer());
-    if ('reason' in admitted) {
-      this.metrics.requestsRefused.inc({ reason: admitted.reason });
-      fail(statusError(status.RESOURCE_EXHAUSTED, admitted.message));
-      return;
-    }
     const spec = parsed.spec;
     const reviewer = this.options.access;
-    if (!reviewer) {
-      this.stream(output, spec, () => admitted.release(), null);
-      return;
-    }
+    if (!reviewer) return this.admit(output, spec, null);
+    // The slot is taken once access is granted: clients without rights, or whose review is slow,
+    // never hold the places of those with rights.
     this.authorize(call, reviewer, spec).then(
       (access) => {
         if (this.stopping) fail(statusError(status.UNAVAILABLE, 'collector is shutting down'));
-        if (this.stopping || call.cancelled) return admitted.release();
-        this.stream(output, spec, () => admitted.release(), access);
+        else if (!call.cancelled) this.admit(output, spec, access);
       },
-      (err: unknown) => {
-        admitted.release();
-        fail(this.refusal(err, call.getPeer()));
-      },
+      (err: unknown) => fail(this.refusal(err, call.getPeer())),
     );
+  }
+
+  /** Streams within the limits on subscribers (admission.ts), or refuses with RESOURCE_EXHAUSTED naming the limit. */
+  private admit(output: SubscriberOutput, spec: SubscriptionSpec, access: StreamAccess | null): void {
+    const call = output.call;
+    const admitted = this.options.admission.subscriber(call.getPeer());
+    if ('reason' in admitted) {
+      this.metrics.requestsRefused.inc({ reason: admitted.reason });
+      call.emit('error', statusError(status.RESOURCE_EXHAUSTED, admitted.message));
+      return;
+    }
+    this.stream(output, spec, admitted.release, access);
   }
 
   /** A stream's access: its token's user, cluster scope, and the namespaces its filters ask for. */
@@ -222,11 +217,11 @@ export class ObserverService {
       index: 0,
       bytes: 0,
       timeMs: spec.since,
-      response: {
+      ...encodeResponse({
         nodeName: '',
         time: timestampFromMs(Date.now()),
         lostEvents: { source: LostEventsSource.LOST_EVENTS_SOURCE_HISTORY_EXPIRED, count: 0, first: request.since, last },
-      },
+      }),
     };
   }
 

@@ -4,12 +4,12 @@
 import type { Logger } from '../common/log.js';
 import { icmpwatch } from '../common/proto.js';
 import { timestampMs } from '../common/grpc/subscribe-request.js';
+import { encodeResponse, eventResponse, type EncodedResponse } from './encoded-response.js';
 import { History } from './history.js';
 import type { Hub } from './hub.js';
 import { Journal, type RecoveryResult } from './journal.js';
+import { decodeJournalPayload, journalPayload, journalPayloadLength, type RecordWithBytes } from './journal-record.js';
 import { timestampFromMs } from './timestamps.js';
-
-const v1 = icmpwatch.v1;
 
 export interface StoreOptions {
   dataDir: string | null;
@@ -25,11 +25,10 @@ export function recordTimeMs(record: icmpwatch.v1.IJournalRecord): number {
   return ts ? timestampMs(ts) : Date.now();
 }
 
-function toResponse(record: icmpwatch.v1.IJournalRecord, timeMs: number): icmpwatch.v1.ISubscribeResponse {
-  const time = timestampFromMs(timeMs);
-  return record.event
-    ? { nodeName: record.event.node ?? '', time, event: record.event }
-    : { nodeName: record.lostEvents?.nodeName ?? '', time, lostEvents: record.lostEvents ?? null };
+/** The response subscribers get for a record: framed around its event's bytes, or encoded. */
+function toResponse({ record, eventBytes }: RecordWithBytes, timeMs: number): EncodedResponse {
+  if (record.event && eventBytes) return eventResponse(record.event, eventBytes, timeMs);
+  return encodeResponse({ nodeName: record.lostEvents?.nodeName ?? '', time: timestampFromMs(timeMs), lostEvents: record.lostEvents ?? null });
 }
 
 export class Store {
@@ -59,15 +58,15 @@ export class Store {
         log: options.log,
       },
       (payload) => {
-        let record: icmpwatch.v1.JournalRecord;
+        let recovered: RecordWithBytes;
         try {
-          record = v1.JournalRecord.decode(payload);
+          recovered = decodeJournalPayload(payload);
         } catch {
           return null;
         }
-        const timeMs = recordTimeMs(record);
-        history.append(toResponse(record, timeMs), timeMs, payload.length);
-        onRecovered(record, timeMs);
+        const timeMs = recordTimeMs(recovered.record);
+        history.append(toResponse(recovered, timeMs), timeMs, payload.length);
+        onRecovered(recovered.record, timeMs);
         return timeMs;
       },
     );
@@ -75,20 +74,27 @@ export class Store {
   }
 
   /** Resolves once the records are durable (or in memory only, without a data dir) and published. */
-  async add(records: icmpwatch.v1.IJournalRecord[]): Promise<void> {
-    // Encoded also without a journal: the size is what the history's byte bound counts.
-    const timed = records.map((record) => ({ record, timeMs: recordTimeMs(record), payload: v1.JournalRecord.encode(record).finish() }));
-    if (this.journal) await this.journal.append(timed.map(({ payload, timeMs }) => ({ payload, timeMs })));
-    for (const { record, timeMs, payload } of timed) {
-      const response = toResponse(record, timeMs);
-      this.history.append(response, timeMs, payload.length);
-      this.hub.publish(response, timeMs);
+  async add(records: RecordWithBytes[]): Promise<void> {
+    const times = records.map((r) => recordTimeMs(r.record));
+    // The journal records' sizes are what the history's byte bound counts, also without a journal.
+    let sizes: number[];
+    if (this.journal) {
+      const entries = records.map((r, i) => ({ payload: journalPayload(r), timeMs: times[i]! }));
+      await this.journal.append(entries);
+      sizes = entries.map((e) => e.payload.byteLength);
+    } else {
+      sizes = records.map(journalPayloadLength);
     }
+    records.forEach((r, i) => {
+      const response = toResponse(r, times[i]!);
+      this.history.append(response, times[i]!, sizes[i]!);
+      this.hub.publish(response, times[i]!);
+    });
   }
 
   /** A notice for live subscribers only (node status): not history. */
   announce(response: icmpwatch.v1.ISubscribeResponse): void {
-    this.hub.publish(response, response.time ? timestampMs(response.time) : Date.now());
+    this.hub.publish(encodeResponse(response), response.time ? timestampMs(response.time) : Date.now());
   }
 
   async close(): Promise<void> {

@@ -13,6 +13,7 @@ import { status } from '@grpc/grpc-js';
 import { Deque } from '../common/deque.js';
 import type { icmpwatch } from '../common/proto.js';
 import { AccessError, type AccessReviewer, type Identity } from './access-review.js';
+import type { EncodedResponse } from './encoded-response.js';
 import type { RecordSink } from './hub.js';
 import type { Subscriber } from './subscriber.js';
 
@@ -105,7 +106,7 @@ export class StreamAccess {
  * whose namespace is undecided waits (with every record after it) for the API server's answer.
  */
 export class AccessGate implements RecordSink {
-  private readonly pending = new Deque<{ response: Response; timeMs: number }>();
+  private readonly pending = new Deque<{ record: EncodedResponse; timeMs: number }>();
   /** Held while the history replay is being decided, and while an answer is awaited. */
   private waiting = true;
   private ending = false;
@@ -128,11 +129,11 @@ export class AccessGate implements RecordSink {
     this.subscriber.onClose(listener);
   }
 
-  offer(response: Response, timeMs: number): void {
+  offer(record: EncodedResponse, timeMs: number): void {
     if (this.pending.length === 0 && !this.waiting) {
-      const allowed = this.access.decide(response);
+      const allowed = this.access.decide(record.response);
       if (allowed !== null) {
-        if (allowed) this.subscriber.offer(response, timeMs);
+        if (allowed) this.subscriber.offer(record, timeMs);
         return;
       }
     }
@@ -140,7 +141,7 @@ export class AccessGate implements RecordSink {
       this.subscriber.lose(timeMs);
       return;
     }
-    this.pending.push({ response, timeMs });
+    this.pending.push({ record, timeMs });
     if (!this.waiting) this.drain();
   }
 
@@ -157,10 +158,10 @@ export class AccessGate implements RecordSink {
 
   private drain(): void {
     for (let head = this.pending.peek(); head; head = this.pending.peek()) {
-      const allowed = this.access.decide(head.response);
+      const allowed = this.access.decide(head.record.response);
       if (allowed === null) {
         this.waiting = true;
-        const pendingRecords = Array.from({ length: this.pending.length }, (_, i) => this.pending.at(i)!.response);
+        const pendingRecords = Array.from({ length: this.pending.length }, (_, i) => this.pending.at(i)!.record.response);
         this.access.decideNamespaces(this.access.undecided(pendingRecords)).then(
           () => this.release(),
           (err: unknown) => this.fail(asAccessError(err)),
@@ -168,7 +169,7 @@ export class AccessGate implements RecordSink {
         return;
       }
       this.pending.shift();
-      if (allowed) this.subscriber.offer(head.response, head.timeMs);
+      if (allowed) this.subscriber.offer(head.record, head.timeMs);
     }
     if (this.ending) this.subscriber.end();
   }

@@ -4,24 +4,26 @@
 // is room. The two RPCs differ only in how records are written: Subscribe one message each;
 // SubscribeBatches, whenever the stream can take more, everything queued (up to the bounds) in one
 // message, since grpc-js has one message in flight per stream and a message per record per
-// subscriber is what limits the collector's throughput.
+// subscriber is what limits the collector's throughput. Either way a record's bytes are the ones
+// encoded once for every stream (encoded-response.ts).
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { Deque } from '../common/deque.js';
 import { batchedSize, type EncodedBatch } from '../common/grpc/services.js';
 import { icmpwatch } from '../common/proto.js';
+import { encodeResponse, type EncodedResponse } from './encoded-response.js';
 import type { HistoryEntry } from './history.js';
-import type { ResponseEncodings } from './response-encodings.js';
 import { timestampFromMs } from './timestamps.js';
 
 /** The bounds of one SubscribeBatch (observer.proto says so). */
 export const MAX_BATCH_RECORDS = 1000;
 export const MAX_BATCH_BYTES = 1 << 20;
 
-export type SubscribeCall = ServerWritableStream<icmpwatch.v1.ISubscribeRequest, icmpwatch.v1.ISubscribeResponse>;
+/** Subscribe: each message an encoded SubscribeResponse. */
+export type SubscribeCall = ServerWritableStream<icmpwatch.v1.ISubscribeRequest, Uint8Array>;
 export type SubscribeBatchesCall = ServerWritableStream<icmpwatch.v1.ISubscribeRequest, EncodedBatch>;
 
-/** A stream's call and how it is written: a message per record, or batches of encoded records. */
-export type SubscriberOutput = { call: SubscribeCall; batches: null } | { call: SubscribeBatchesCall; batches: ResponseEncodings };
+/** A stream's call and how it is written: a message per record, or batches of records. */
+export type SubscriberOutput = { call: SubscribeCall; batched: false } | { call: SubscribeBatchesCall; batched: true };
 
 interface Loss {
   count: number;
@@ -32,7 +34,7 @@ interface Loss {
 export class Subscriber {
   private replay: HistoryEntry[] = [];
   private replayNext = 0;
-  private readonly queue = new Deque<icmpwatch.v1.ISubscribeResponse>();
+  private readonly queue = new Deque<EncodedResponse>();
   private loss: Loss | null = null;
   /** Taken for a batch that had no room left for it: first in the next one. */
   private heldOver: Uint8Array | null = null;
@@ -69,14 +71,14 @@ export class Subscriber {
   }
 
   /** A live record; never blocks the caller. */
-  offer(response: icmpwatch.v1.ISubscribeResponse, timeMs: number): void {
+  offer(record: EncodedResponse, timeMs: number): void {
     if (this.closed || this.ending) return;
     if (this.queue.length >= this.queueLimit) {
       this.lose(timeMs);
       return;
     }
     this.flushLoss();
-    this.queue.push(response);
+    this.queue.push(record);
     this.pump();
   }
 
@@ -98,20 +100,22 @@ export class Subscriber {
     if (!this.loss) return;
     const { count, firstMs, lastMs } = this.loss;
     this.loss = null;
-    this.queue.push({
-      nodeName: '',
-      time: timestampFromMs(Date.now()),
-      lostEvents: {
-        source: icmpwatch.v1.LostEventsSource.LOST_EVENTS_SOURCE_SUBSCRIBER_QUEUE,
-        count,
-        first: timestampFromMs(firstMs),
-        last: timestampFromMs(lastMs),
-      },
-    });
+    this.queue.push(
+      encodeResponse({
+        nodeName: '',
+        time: timestampFromMs(Date.now()),
+        lostEvents: {
+          source: icmpwatch.v1.LostEventsSource.LOST_EVENTS_SOURCE_SUBSCRIBER_QUEUE,
+          count,
+          first: timestampFromMs(firstMs),
+          last: timestampFromMs(lastMs),
+        },
+      }),
+    );
   }
 
-  private next(): icmpwatch.v1.ISubscribeResponse | undefined {
-    if (this.replayNext < this.replay.length) return this.replay[this.replayNext++]!.response;
+  private next(): EncodedResponse | undefined {
+    if (this.replayNext < this.replay.length) return this.replay[this.replayNext++]!;
     if (this.replay.length > 0) {
       this.replay = [];
       this.replayNext = 0;
@@ -142,9 +146,9 @@ export class Subscriber {
   /** Writes one message; what call.write answers, or null with nothing to write. */
   private writeNext(): boolean | null {
     const output = this.output;
-    if (output.batches === null) {
-      const response = this.next();
-      return response ? output.call.write(response) : null;
+    if (!output.batched) {
+      const record = this.next();
+      return record ? output.call.write(record.encoded) : null;
     }
     const batch: Uint8Array[] = [];
     let bytes = 0;
@@ -152,9 +156,9 @@ export class Subscriber {
       let encoded = this.heldOver;
       this.heldOver = null;
       if (!encoded) {
-        const response = this.next();
-        if (!response) break;
-        encoded = output.batches.encoded(response);
+        const record = this.next();
+        if (!record) break;
+        encoded = record.encoded;
       }
       const size = batchedSize(encoded);
       if (batch.length > 0 && bytes + size > MAX_BATCH_BYTES) {

@@ -10,6 +10,7 @@
 //
 //   tsx test/bench/pipeline.ts           full run; writes its block of BENCHMARKS.md
 //   QUICK=1 tsx test/bench/pipeline.ts   fewer, shorter steps
+//   ONLY=ingest tsx test/bench/pipeline.ts   the ingest rows alone, printed (A/B runs of the collector)
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -34,6 +35,7 @@ const INGEST_EVENTS = QUICK ? 100_000 : 400_000; // in all, split between the ag
 const E2E_SUBSCRIBERS = QUICK ? [1, 10] : [1, 10, 50];
 const E2E_RATES = QUICK ? [20_000] : [10_000, 25_000, 50_000]; // events/s: requests + replies
 const E2E_SECONDS = QUICK ? 3 : 5;
+const ONLY_INGEST = process.env.ONLY === 'ingest';
 
 // ---------------------------------------------------------------------------------------------
 // Processes measured from outside
@@ -296,9 +298,25 @@ async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: numbe
 
 // ---------------------------------------------------------------------------------------------
 
+function ingestTable(rows: IngestRow[]): string[] {
+  return [
+    `#### Collector ingest: agents streaming at once (${int(INGEST_EVENTS)} synthetic events in all, the agent's exporter, batches of 500)`,
+    '',
+    '| agents | events stored | of sent | seconds | events/s | collector CPU us/event | collector peak RSS (MiB) |',
+    '|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.agents} | ${int(r.stored)} | ${int(r.events)} | ${fixed(r.elapsedS, 2)} | ${int(r.eventsPerS)} | ${fixed(r.collectorUsPerEvent, 2)} | ${fixed(r.collectorHwmMb)} |`),
+  ];
+}
+
 async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error('bench needs root (BPF, network namespaces)');
   const load0 = loadavg();
+  if (ONLY_INGEST) {
+    const rows: IngestRow[] = [];
+    for (const agents of INGEST_AGENTS) rows.push(await ingest(agents));
+    process.stdout.write(`${[`Load average at start ${load0.map((x) => x.toFixed(2)).join(' ')}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`, '', ...ingestTable(rows)].join('\n')}\n`);
+    return;
+  }
+  if (process.getuid?.() !== 0) throw new Error('bench needs root (BPF, network namespaces)');
   mkdirSync(CACHE, { recursive: true });
   if (!existsSync(join(CACHE, 'icmpgen'))) await run('cc', ['-O2', '-Wall', '-o', join(CACHE, 'icmpgen'), join(ROOT, 'test/bench/icmpgen.c')]);
 
@@ -323,11 +341,7 @@ async function main(): Promise<void> {
   const md = [
     header('test/bench/pipeline.ts', machine(), load0),
     '',
-    `#### Collector ingest: agents streaming at once (${int(INGEST_EVENTS)} synthetic events in all, the agent's exporter, batches of 500)`,
-    '',
-    '| agents | events stored | of sent | seconds | events/s | collector CPU us/event | collector peak RSS (MiB) |',
-    '|---:|---:|---:|---:|---:|---:|---:|',
-    ...ingestRows.map((r) => `| ${r.agents} | ${int(r.stored)} | ${int(r.events)} | ${fixed(r.elapsedS, 2)} | ${int(r.eventsPerS)} | ${fixed(r.collectorUsPerEvent, 2)} | ${fixed(r.collectorHwmMb)} |`),
+    ...ingestTable(ingestRows),
     '',
     `#### End to end: kernel -> agent -> collector -> subscribers (${RPC}; routed demo pods, icmpgen paced for ${E2E_SECONDS} s; latency from the packet's kernel timestamp to receipt)`,
     '',

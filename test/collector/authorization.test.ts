@@ -9,6 +9,7 @@ import { Metadata, status } from '@grpc/grpc-js';
 import { AuthorizationV1Api, CoreV1Api, RbacAuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { expect } from 'chai';
 import { ACCESS_GROUP, ACCESS_RESOURCE, ACCESS_REVIEW_RULES, ACCESS_VERB } from '../../src/collector/access-review.js';
+import { DEFAULT_ADMISSION_LIMITS, type AdmissionLimits } from '../../src/collector/admission.js';
 import type { Collector } from '../../src/collector/collector.js';
 import { ObserverClient } from '../../src/common/grpc/clients.js';
 import { icmpwatch } from '../../src/common/proto.js';
@@ -134,8 +135,11 @@ describe('subscriber access control (real kube-apiserver)', function () {
     for (const name of clusterRoles) await rbac.deleteClusterRole({ name }).catch(() => undefined);
   });
 
-  async function collectorWith(kubeConfig: KubeConfig): Promise<{ collector: Collector; client: ObserverClient }> {
-    const collector = await startCollector({ access: { kubeConfig, cacheTtlMs: CACHE_TTL_MS } });
+  async function collectorWith(
+    kubeConfig: KubeConfig,
+    { cacheTtlMs = CACHE_TTL_MS, limits = DEFAULT_ADMISSION_LIMITS }: { cacheTtlMs?: number; limits?: AdmissionLimits } = {},
+  ): Promise<{ collector: Collector; client: ObserverClient }> {
+    const collector = await startCollector({ access: { kubeConfig, cacheTtlMs }, limits });
     const client = new ObserverClient(collector.address);
     cleanups.push(async () => {
       client.close();
@@ -303,6 +307,55 @@ describe('subscriber access control (real kube-apiserver)', function () {
     clearInterval(ticker);
     expect(await Promise.race([s.done.then(() => 'ended'), sleep(10).then(() => 'open')])).to.equal('open');
     s.stream.cancel();
+  });
+
+  it('--max-subscribers counts streams once access is granted: refused tries and stalled reviews never take a viewer\'s place', async () => {
+    const proxy = await ApiProxy.start(collectorKc.getCurrentCluster()!.server);
+    cleanups.push(() => proxy.close());
+    // Answers outlive the test: the viewer's, cached first, are all it needs once the proxy freezes.
+    const { collector, client } = await collectorWith(via(collectorKc, proxy.url), {
+      cacheTtlMs: 600_000,
+      limits: { maxSubscribers: 1, maxSubscribersPerPeer: 64, requestsPerSecond: 10_000 },
+    });
+    const subscribers = async () => (await collector.metrics.subscribers.get()).values[0]?.value ?? 0;
+    const refused = async (reason: string) => (await collector.metrics.requestsRefused.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+    const stillOpen = async (s: CollectingSubscriber) => (await Promise.race([s.done.then((err) => `ended: ${err?.message}`), sleep(50).then(() => 'open')])) === 'open';
+    const deniedFilter = { follow: true, allow: [{ namespace: [nsB] }] };
+    expect(await new CollectingSubscriber(client, { last: 1 }, bearer(tokens.cluster)).done).to.equal(null);
+    expect((await refusal(new CollectingSubscriber(client, deniedFilter, bearer(tokens.nobody)))).code).to.equal(status.PERMISSION_DENIED);
+
+    // Reviews that never answer (tokens the collector has not seen: the API server is asked), one
+    // of them cancelled by its client while waiting, and a user without rights trying again and again.
+    proxy.freeze();
+    const stalled = Array.from({ length: 4 }, (_, i) => new CollectingSubscriber(client, { follow: true }, bearer(`never-reviewed-${i}`)));
+    const tries = Array.from({ length: 10 }, () => new CollectingSubscriber(client, deniedFilter, bearer(tokens.nobody)));
+    await sleep(300);
+    stalled[0]!.stream.cancel();
+    for (const t of tries) expect((await refusal(t)).code).to.equal(status.PERMISSION_DENIED);
+    const first = new CollectingSubscriber(client, { follow: true }, bearer(tokens.cluster));
+    await eventually(async () => (await subscribers()) === 1);
+    expect(await stillOpen(first), 'the viewer is admitted').to.equal(true);
+    expect(Number((await client.getStatus({}, bearer(tokens.cluster))).subscribers)).to.equal(1);
+
+    // Two viewers at once: the second is beyond the limit.
+    const second = await refusal(new CollectingSubscriber(client, { last: 1 }, bearer(tokens.cluster)));
+    expect(second).to.deep.equal({ code: status.RESOURCE_EXHAUSTED, details: 'too many subscribers: at most 1 Subscribe streams (--max-subscribers)' });
+    expect(await refused('subscribers')).to.equal(1);
+    expect(await refused('permission_denied')).to.equal(11);
+
+    // The stalled reviews fail once the API server is reachable again; none of them held a place.
+    proxy.restore();
+    for (const s of stalled.slice(1)) expect((await refusal(s)).code).to.equal(status.UNAVAILABLE);
+    expect((await refusal(stalled[0]!)).code).to.equal(status.CANCELLED);
+    expect(await subscribers()).to.equal(1);
+    // The first viewer's place is given back when its stream ends.
+    first.stream.cancel();
+    await eventually(async () => (await subscribers()) === 0);
+    const next = new CollectingSubscriber(client, { follow: true }, bearer(tokens.cluster));
+    await eventually(async () => (await subscribers()) === 1);
+    expect(await stillOpen(next)).to.equal(true);
+    next.stream.cancel();
+    expect(await refused('subscribers')).to.equal(1);
   });
 
   it('the API server unreachable: UNAVAILABLE for new calls, and open streams end with UNAVAILABLE (never fail open)', async () => {

@@ -1,9 +1,10 @@
 // The history's bounds: count, age and encoded bytes, whichever is reached first.
 import { expect } from 'chai';
+import { encodeResponse } from '../../src/collector/encoded-response.js';
 import { History } from '../../src/collector/history.js';
 
 describe('collector: history bounds', () => {
-  const response = (i: number) => ({ nodeName: `n${i}` });
+  const response = (i: number) => encodeResponse({ nodeName: `n${i}` });
 
   it('drops the oldest records beyond the byte bound, keeps the sum of sizes, and remembers what it dropped', () => {
     const history = new History(1000, 3_600_000, 1000);

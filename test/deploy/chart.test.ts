@@ -447,6 +447,10 @@ describe('helm chart on the real kube-apiserver (server-side dry run)', function
     expect(text).to.include('--token-file token').and.include('-H "authorization: Bearer $(cat token)"');
     const off = notes(['collector.authorization.enabled=false'], 'watch', release);
     expect(off).to.include('AUTHORIZATION IS OFF').and.not.include('--token-file').and.not.include('rolebinding');
+    // The CLI refuses to send a token over plaintext: no command that would exit 2.
+    const plaintext = notes(['tls.mode=plaintext'], 'watch', release);
+    expect(plaintext).to.include('never sends a token without TLS').and.include('-plaintext -H "authorization: Bearer').and.not.include('--token-file');
+    expect(notes(['tls.mode=plaintext', 'collector.authorization.enabled=false'], 'watch', release)).to.include('observe --server 127.0.0.1:4245 --insecure-plaintext --last 20');
   });
 
   it('NOTES: only what is installed (no collector: no port-forward or grpcurl; no agents: no kubectl logs)', function () {

@@ -2,7 +2,9 @@
 // once for the collector's server and for the agent's and the CLI's clients.
 import type { deserialize, MethodDefinition, serialize, ServerMethodDefinition } from '@grpc/grpc-js';
 import type { Writer } from 'protobufjs/minimal.js';
+import { delimitedFieldLength, writeDelimitedField } from '../protobuf-wire.js';
 import { icmpwatch } from '../proto.js';
+import { decodeIngestRequest, emptyIngestRequest, type ReceivedIngestRequest } from './ingest-request.js';
 
 interface Codec<T> {
   encode(message: T): Writer;
@@ -17,7 +19,7 @@ const UNDECODABLE = Symbol('undecodable');
  * marked with the reason, for it to refuse with INVALID_ARGUMENT: a deserializer that throws makes
  * grpc-js answer INTERNAL, whatever it throws.
  */
-function decodeOrMark<T extends object>(codec: Codec<T>, bytes: Uint8Array): T {
+function decodeOrMark<T extends object>(codec: Pick<Codec<T>, 'decode' | 'create'>, bytes: Uint8Array): T {
   try {
     return codec.decode(bytes);
   } catch (err) {
@@ -30,53 +32,33 @@ export function undecodableReason(request: object): string | null {
   return UNDECODABLE in request ? String(request[UNDECODABLE]) : null;
 }
 
-/** The encoded bytes as a Buffer over the same memory (Buffer.from(Uint8Array) would copy them). */
-function encodeToBuffer<T>(codec: Codec<T>, message: T): Buffer {
-  const bytes = codec.encode(message).finish();
+/** Bytes as a Buffer over the same memory (Buffer.from(Uint8Array) would copy them). */
+function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/**
- * A serializer that remembers the last message it encoded. The collector hands one response object
- * to every subscriber it goes to, one after the other: encoded once, not once per subscriber.
- */
-function encodingOnceInTurn<T extends object>(codec: Codec<T>): (message: T) => Buffer {
-  let last: T | null = null;
-  let lastBytes: Buffer | null = null;
-  return (message) => {
-    if (message !== last || lastBytes === null) {
-      lastBytes = encodeToBuffer(codec, message);
-      last = message;
-    }
-    return lastBytes;
-  };
+function encodeToBuffer<T>(codec: Codec<T>, message: T): Buffer {
+  return asBuffer(codec.encode(message).finish());
 }
 
 /** The SubscribeResponses of one SubscribeBatch, each already encoded, in order. */
 export type EncodedBatch = readonly Uint8Array[];
 
+const BATCH_RESPONSES = 1; // SubscribeBatch.responses
+
 /** Bytes an encoded response takes inside a SubscribeBatch: field 1's tag, its length, itself. */
 export function batchedSize(encoded: Uint8Array): number {
-  let lengthBytes = 1;
-  for (let n = encoded.byteLength; n >= 0x80; n >>>= 7) lengthBytes++;
-  return 1 + lengthBytes + encoded.byteLength;
+  return delimitedFieldLength(BATCH_RESPONSES, encoded.byteLength);
 }
 
 /**
- * A SubscribeBatch is its responses' bytes, each framed as field 1 (tag, length): built from
- * responses encoded once for every subscriber, nothing is encoded again.
+ * A SubscribeBatch is its responses' bytes, each framed as field 1: built from responses encoded
+ * once for every subscriber, nothing is encoded again.
  */
 function frameBatch(batch: EncodedBatch): Buffer {
   const out = Buffer.allocUnsafe(batch.reduce((n, encoded) => n + batchedSize(encoded), 0));
   let at = 0;
-  for (const encoded of batch) {
-    out[at++] = 0x0a; // field 1, length-delimited
-    let n = encoded.byteLength;
-    for (; n >= 0x80; n >>>= 7) out[at++] = (n & 0x7f) | 0x80;
-    out[at++] = n;
-    out.set(encoded, at);
-    at += encoded.byteLength;
-  }
+  for (const encoded of batch) at = writeDelimitedField(out, at, BATCH_RESPONSES, encoded);
   return out;
 }
 
@@ -92,7 +74,7 @@ function method<Req extends object, Res extends object>(
     responseStream: stream.response,
     requestSerialize: (m) => encodeToBuffer(request, m),
     requestDeserialize: (b) => decodeOrMark(request, b),
-    responseSerialize: stream.response ? encodingOnceInTurn(response) : (m) => encodeToBuffer(response, m),
+    responseSerialize: (m) => encodeToBuffer(response, m),
     responseDeserialize: (b) => response.decode(b),
   };
 }
@@ -100,21 +82,38 @@ function method<Req extends object, Res extends object>(
 const v1 = icmpwatch.v1;
 
 export const ingestService = {
-  stream: method<icmpwatch.v1.IIngestRequest, icmpwatch.v1.IIngestResponse>(
-    '/icmpwatch.v1.Ingest/Stream',
-    { request: true, response: true },
-    v1.IngestRequest,
-    v1.IngestResponse,
-  ),
+  /** The server reads each request with its events' bytes (ReceivedIngestRequest); clients write IngestRequest messages. */
+  stream: {
+    ...method<icmpwatch.v1.IIngestRequest, icmpwatch.v1.IIngestResponse>(
+      '/icmpwatch.v1.Ingest/Stream',
+      { request: true, response: true },
+      v1.IngestRequest,
+      v1.IngestResponse,
+    ),
+    requestDeserialize: (bytes: Buffer) => decodeOrMark({ decode: decodeIngestRequest, create: emptyIngestRequest }, bytes),
+  } satisfies ServerMethodDefinition<ReceivedIngestRequest, icmpwatch.v1.IIngestResponse> & {
+    requestSerialize: serialize<icmpwatch.v1.IIngestRequest>;
+    responseDeserialize: deserialize<icmpwatch.v1.IIngestResponse>;
+  },
 };
 
 export const observerService = {
-  subscribe: method<icmpwatch.v1.ISubscribeRequest, icmpwatch.v1.ISubscribeResponse>(
-    '/icmpwatch.v1.Observer/Subscribe',
-    { request: false, response: true },
-    v1.SubscribeRequest,
-    v1.SubscribeResponse,
-  ),
+  /**
+   * The server writes responses already encoded (each once, for every stream it goes to); the
+   * client reads SubscribeResponse messages.
+   */
+  subscribe: {
+    ...method<icmpwatch.v1.ISubscribeRequest, icmpwatch.v1.ISubscribeResponse>(
+      '/icmpwatch.v1.Observer/Subscribe',
+      { request: false, response: true },
+      v1.SubscribeRequest,
+      v1.SubscribeResponse,
+    ),
+    responseSerialize: asBuffer,
+  } satisfies ServerMethodDefinition<icmpwatch.v1.ISubscribeRequest, Uint8Array> & {
+    requestSerialize: serialize<icmpwatch.v1.ISubscribeRequest>;
+    responseDeserialize: deserialize<icmpwatch.v1.ISubscribeResponse>;
+  },
   /** The server writes encoded responses (EncodedBatch); the client reads SubscribeBatch messages. */
   subscribeBatches: {
     ...method<icmpwatch.v1.ISubscribeRequest, icmpwatch.v1.SubscribeBatch>(
