@@ -109,6 +109,28 @@ export class EventJsonWriter {
     return out;
   }
 
+  /** Bytes the working buffer holds, written or not: what handOver() gives away with the lines. */
+  get capacity(): number {
+    return this.buf.length;
+  }
+
+  /**
+   * The lines written so far as a view of the working buffer, which goes with them (no copy: a
+   * full buffer copied, into fresh memory, cost a tenth of the agent's CPU at high rates); the
+   * writer goes on in `next`.
+   */
+  handOver(next: Buffer): Buffer {
+    const out = this.buf.subarray(0, this.pos);
+    this.buf = next;
+    this.pos = 0;
+    return out;
+  }
+
+  /** Forgets the lines written since the last take() or handOver(). */
+  discard(): void {
+    this.pos = 0;
+  }
+
   /** Appends the event's line and a newline. */
   event(ev: icmpwatch.v1.IEvent): void {
     this.reserve(FIXED_BOUND);

@@ -101,4 +101,28 @@ describe('agent node log (stdout)', function () {
     expect(log.dropped).to.equal(0);
     expect(lines.every((l) => !l.includes('"notice"'))).to.equal(true);
   });
+
+  it('reuses a working buffer only once its write is done: every line arrives whole, in order', async function () {
+    const lines: string[] = [];
+    let handedOver = 0;
+    // A reader that takes its time: the bytes are read when the write completes, not before.
+    const out = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (chunk.byteOffset === 0 && chunk.buffer.byteLength > chunk.length) handedOver++;
+        setTimeout(() => {
+          lines.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+          cb();
+        }, 1);
+      },
+    });
+    const log = new NodeLog('json', out);
+    for (let seq = 1; seq <= 20_000; seq++) {
+      log.event(echo(seq));
+      if (seq % 3000 === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    log.flush();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(handedOver, 'buffers handed to the writes').to.be.greaterThan(10);
+    expect(lines.map((l) => (JSON.parse(l) as { icmp: { seq: number } }).icmp.seq)).to.deep.equal(Array.from({ length: 20_000 }, (_, i) => i + 1));
+  });
 });

@@ -49,7 +49,9 @@ static void line(const char *s, size_t n)
 	if (!memmem(s, n, marker, marker_len))
 		return;
 	matched++;
-	const char *p = memmem(s, n, key, sizeof(key) - 1);
+	/* A summary closes its line (then only "sequence"): search its tail, not the whole line. */
+	size_t tail = n < 256 ? n : 256;
+	const char *p = memmem(s + n - tail, tail, key, sizeof(key) - 1);
 	if (p) {
 		summaries++;
 		summary_packets += strtoull(p + sizeof(key) - 1, NULL, 10);
@@ -68,6 +70,11 @@ int main(int argc, char **argv)
 	sigaction(SIGUSR1, &sa, NULL);
 	/* stdin may be a FIFO the runner opened non-blocking: read it blocking. */
 	fcntl(0, F_SETFL, fcntl(0, F_GETFL) & ~O_NONBLOCK);
+	/*
+	 * A 1 MiB pipe (the default maximum) instead of 64 KiB: the writer and this reader share one
+	 * CPU, and a small pipe makes them switch every 64 KiB. Not fatal if refused.
+	 */
+	fcntl(0, F_SETPIPE_SZ, 1 << 20);
 
 	size_t cap = 1 << 20, have = 0;
 	char *buf = malloc(cap);

@@ -4,6 +4,7 @@
 //   tsx test/bench/run.ts            full run; writes the raw tables into BENCHMARKS.md
 //   QUICK=1 tsx test/bench/run.ts    the key figures in under 3 minutes; BENCHMARKS.md untouched
 //   STEPS=agent@300000,floor@300000 tsx test/bench/run.ts    only those capture steps (A/B of a change)
+//   RING_BYTES=N (every consumer's ring), SINK_CPU=1 (the line counter off the consumer's CPU): experiments
 //
 // Layout: namespaces A and B joined by one veth (or A - node - B routed, for the merge check).
 // The generator (test/bench/icmpgen.c) runs in A pinned to CPU 1 and sends echo requests to B;
@@ -28,7 +29,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const LOGS = join(CACHE, 'logs');
 const OBJECT = join(ROOT, 'build/bpf/icmpwatch.bpf.o');
-const RING_BYTES = 4 * 1024 * 1024; // the agent's default --ring-bytes
+const RING_BYTES = Number(process.env.RING_BYTES ?? 4 * 1024 * 1024); // the agent's default --ring-bytes
 const CONSUMER_CPU = '0';
 const SENDER_CPU = '1';
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
@@ -347,7 +348,7 @@ function startSink(name: string, marker: string): { sink: ChildProcess; lines: L
   execFileSync('mkfifo', [fifo]);
   const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
   const writeFd = openSync(fifo, constants.O_WRONLY);
-  const sink = track(spawn('taskset', ['-c', CONSUMER_CPU, join(CACHE, 'linesink'), marker], { stdio: [readFd, 'pipe', 'inherit'] }));
+  const sink = track(spawn('taskset', ['-c', process.env.SINK_CPU ?? CONSUMER_CPU, join(CACHE, 'linesink'), marker], { stdio: [readFd, 'pipe', 'inherit'] }));
   closeSync(readFd);
   execFileSync('rm', ['-f', fifo]);
   return { sink, lines: new Lines(sink), writeFd };
@@ -600,6 +601,8 @@ export interface Row {
   merged: number | null;
   /** agent-export: events its exporter dropped (collector behind, buffer full); counted, announced. */
   exportDropped: number | null;
+  /** The agent's node log lines dropped while stdout's reader (the line counter) was behind; counted, announced. */
+  logDropped: number | null;
   drainS: number;
   extra?: Record<string, number>;
 }
@@ -690,6 +693,7 @@ async function measure(t: Topology, s: { events: number; requests: number }, nam
       hwmMb: mem ? mem.hwmKb / 1024 : null,
       merged,
       exportDropped: name === 'agent-export' ? metricDelta('icmpwatch_agent_export_dropped_events_total') : null,
+      logDropped: isAgent(name) ? metricDelta('icmpwatch_agent_log_lines_dropped_total') : null,
       drainS,
     };
     log(formatRow(row));
@@ -805,15 +809,15 @@ function formatRow(r: Row): string {
 
 function captureTable(rows: Row[], none: Map<string, Row>): string {
   const out = [
-    '| offered ev/s | consumer | requests sent | sender req/s | vs no reader | events expected | kernel records | reported | loss % | ring full / lost | CPU us/ev | user us/ev | sys us/ev | CPU cores in traffic | BPF ns/record | BPF ns/run | RSS MB (peak) |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| offered ev/s | consumer | requests sent | sender req/s | vs no reader | events expected | kernel records | reported | loss % | ring full / lost | log lines dropped | CPU us/ev | user us/ev | sys us/ev | CPU cores in traffic | BPF ns/record | BPF ns/run | RSS MB (peak) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     const base = none.get(`${r.topology}/${r.offeredEvents}`);
     const vs = base && r.consumer !== 'none' ? `${f((100 * r.requestRate) / base.requestRate - 100, 1)}%` : '-';
     out.push(
       `| ${k(r.offeredEvents)} | ${r.consumer} | ${int(r.requests)} | ${int(r.requestRate)} | ${vs} | ${int(isAgent(r.consumer) || r.consumer === 'none' ? r.expected : r.expectedRecords)} | ` +
-        `${int(r.kernelRecords)} | ${int(r.reported)} | ${f(r.lossPct, 2)} | ${int(r.ringFull)} | ${f(r.cpuUsPerEvent, 3)} | ${f(r.userUsPerEvent, 3)} | ${f(r.sysUsPerEvent, 3)} | ` +
+        `${int(r.kernelRecords)} | ${int(r.reported)} | ${f(r.lossPct, 2)} | ${int(r.ringFull)} | ${int(r.logDropped)} | ${f(r.cpuUsPerEvent, 3)} | ${f(r.userUsPerEvent, 3)} | ${f(r.sysUsPerEvent, 3)} | ` +
         `${f(r.cpuCoresDuringTraffic, 2)} | ${f(r.bpfNsPerRecord)} | ${f(r.bpfNsPerRun)} | ${r.rssMb === null ? '-' : `${f(r.rssMb)} (${f(r.hwmMb)})`} |`,
     );
   }
