@@ -608,6 +608,8 @@ export interface Row {
 }
 
 let genId = 1000;
+/** Requests sent in the second before each measured step (see measure()). */
+const WARMUP_REQUESTS = 20_000;
 async function measure(t: Topology, s: { events: number; requests: number }, name: ConsumerName, label: string): Promise<Row> {
   const consumer =
     name === 'agent' ? await startAgent(t, 0, label)
@@ -619,6 +621,12 @@ async function measure(t: Topology, s: { events: number; requests: number }, nam
     : null;
   try {
     await sleep(consumer ? 1000 : 200);
+    // Steady state: the same warm-up for every consumer (a fresh Node process otherwise spends its
+    // first second compiling the hot path, which at low rates came out as several us per event).
+    if (consumer) {
+      await generate(t, WARMUP_REQUESTS, WARMUP_REQUESTS, (genId += 40));
+      await sleep(1000);
+    }
     const id = (genId += 40);
     const before = consumer ? await consumer.counts() : null;
     const inBefore = await receivedIn(t);
