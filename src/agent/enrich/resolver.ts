@@ -21,7 +21,8 @@ export interface EndpointResolver {
 export class EndpointMemo {
   private readonly answers = new Map<string, { basis: unknown; endpoint: icmpwatch.v1.IEndpoint }>();
 
-  constructor(private readonly limit = 65536) {}
+  // About 300 bytes an answer (a pod with labels): at most some 5 MiB.
+  constructor(private readonly limit = 16384) {}
 
   /** The answer remembered for `ip` if it was made from `basis`. */
   get(ip: string, basis: unknown): icmpwatch.v1.IEndpoint | undefined {
