@@ -253,6 +253,16 @@ export class Agent {
         },
       }),
     );
+    this.registry.registerMetric(
+      new Gauge({
+        name: 'icmpwatch_agent_merge_overflow_total',
+        help: 'Packets reported without merging because the merger already tracked its bound of packets (131072: about 65k packets/s); their other sightings are reported too',
+        registers: [],
+        collect() {
+          this.set(merger.overflowed);
+        },
+      }),
+    );
     const nodeLog = this.nodeLog;
     this.registry.registerMetric(
       new Gauge({

@@ -117,6 +117,7 @@ describe('icmpwatch agent (CLI)', function () {
         expect(metrics).to.contain(`icmpwatch_kernel_ring_full_total{hook="tp_btf",family="${family}"} 0`);
       }
       expect(metrics).to.match(/icmpwatch_agent_events_total\{hook="tp_btf",family="ipv4"\} [1-9]/);
+      expect(metrics).to.match(/^icmpwatch_agent_merge_overflow_total 0$/m);
       expect(metrics).to.contain('icmpwatch_kernel_malformed_total');
       expect(metrics).to.contain('icmpwatch_kernel_suppressed_total');
       expect(metrics).to.contain('icmpwatch_agent_hook_info{hook="tp_btf",symbols="netif_receive_skb"} 1');

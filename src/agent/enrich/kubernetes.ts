@@ -65,8 +65,12 @@ export class KubernetesResolver implements EndpointResolver {
   private readonly owners: Record<Intermediate, Map<string, OwnerRef>> = { ReplicaSet: new Map(), Job: new Map() };
   private readonly reflectors: ReflectorStatus[] = [];
   private readonly sweeper: NodeJS.Timeout;
-  /** Answers by the claim they were made from; cleared when workloads or the reflectors' health change. */
-  private readonly answers = new EndpointMemo();
+  /** Answers for addresses an object claims, by its claim; see claimedAnswer(). */
+  private readonly claimAnswers = new WeakMap<Claimant<Named>, { stale: boolean; ownerLinks: number; endpoint: icmpwatch.v1.IEndpoint }[]>();
+  /** Changes whenever a ReplicaSet's or Job's controller does: pods' workloads may read otherwise. */
+  private ownerLinksVersion = 0;
+  /** Answers for addresses nobody claims; cleared when the reflectors' health changes. */
+  private readonly unclaimed = new EndpointMemo();
   private answeredStale = false;
   private readonly startedAt = Date.now();
   private hits = 0;
@@ -141,23 +145,19 @@ export class KubernetesResolver implements EndpointResolver {
     const claim = this.index.lookup(ip);
     const stale = this.reflectors.some((r) => !r.healthy);
     if (stale !== this.answeredStale) {
-      this.answers.clear();
+      this.unclaimed.clear();
       this.answeredStale = stale;
     }
     if (claim) {
       this.hits++;
-      const known = this.answers.get(ip, claim);
-      if (known) return known;
-      const { endpoint, owner } = claim.value;
-      const workload = endpoint.kind === Kind.ENDPOINT_KIND_POD ? this.workloadOf(endpoint.pod ?? '', owner) : null;
-      return this.answers.remember(ip, claim, { ...endpoint, ip, workload, enrichment: stale ? Enrichment.ENRICHMENT_STALE : Enrichment.ENRICHMENT_RESOLVED });
+      return this.claimedAnswer(ip, claim, stale);
     }
     this.misses++;
     const pending = this.reflectors.some((r) => !r.everSynced);
     const basis = pending ? PENDING : NOT_FOUND;
     return (
-      this.answers.get(ip, basis) ??
-      this.answers.remember(
+      this.unclaimed.get(ip, basis) ??
+      this.unclaimed.remember(
         ip,
         basis,
         pending
@@ -165,6 +165,23 @@ export class KubernetesResolver implements EndpointResolver {
           : { ip, kind: Kind.ENDPOINT_KIND_EXTERNAL, enrichment: stale ? Enrichment.ENRICHMENT_STALE : Enrichment.ENRICHMENT_UNKNOWN },
       )
     );
+  }
+
+  /**
+   * The answer for an address an object claims, kept with the claim (one per address looked up,
+   * gone with the claim) while the workload links and the reflectors' health it was made with hold.
+   */
+  private claimedAnswer(ip: string, claim: Claimant<Named>, stale: boolean): icmpwatch.v1.IEndpoint {
+    let answers = this.claimAnswers.get(claim);
+    const known = answers?.find((a) => a.endpoint.ip === ip);
+    if (known && known.stale === stale && known.ownerLinks === this.ownerLinksVersion) return known.endpoint;
+    const { endpoint, owner } = claim.value;
+    const workload = endpoint.kind === Kind.ENDPOINT_KIND_POD ? this.workloadOf(endpoint.pod ?? '', owner) : null;
+    const answer = { stale, ownerLinks: this.ownerLinksVersion, endpoint: { ...endpoint, ip, workload, enrichment: stale ? Enrichment.ENRICHMENT_STALE : Enrichment.ENRICHMENT_RESOLVED } };
+    if (!answers) this.claimAnswers.set(claim, (answers = []));
+    if (known) answers[answers.indexOf(known)] = answer;
+    else answers.push(answer);
+    return answer.endpoint;
   }
 
   notReadyReason(): string | null {
@@ -238,10 +255,10 @@ export class KubernetesResolver implements EndpointResolver {
     const upsert = (l: OwnerLink) => {
       const known = links.get(l.uid);
       if (l.owner === null) {
-        if (links.delete(l.uid)) this.answers.clear();
+        if (links.delete(l.uid)) this.ownerLinksVersion++;
       } else if (known?.uid !== l.owner.uid || known.kind !== l.owner.kind || known.name !== l.owner.name) {
         links.set(l.uid, l.owner);
-        this.answers.clear();
+        this.ownerLinksVersion++;
       }
     };
     return new Reflector<ObjectLike, OwnerLink>(kc, {
@@ -252,10 +269,10 @@ export class KubernetesResolver implements EndpointResolver {
       slim: ownerLink,
       upsert,
       remove: (l) => {
-        if (links.delete(l.uid)) this.answers.clear();
+        if (links.delete(l.uid)) this.ownerLinksVersion++;
       },
       replace: (records) => {
-        this.answers.clear();
+        this.ownerLinksVersion++;
         links.clear();
         for (const l of records) upsert(l);
       },

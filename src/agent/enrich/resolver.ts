@@ -21,7 +21,7 @@ export interface EndpointResolver {
 export class EndpointMemo {
   private readonly answers = new Map<string, { basis: unknown; endpoint: icmpwatch.v1.IEndpoint }>();
 
-  // About 300 bytes an answer (a pod with labels): at most some 5 MiB.
+  // Answers for unnamed addresses (ip, kind, enrichment): some 2 MiB at most.
   constructor(private readonly limit = 16384) {}
 
   /** The answer remembered for `ip` if it was made from `basis`. */
