@@ -53,8 +53,9 @@ describe('collector: lifecycle and operations', () => {
     const ops = `127.0.0.1:${await freePort()}`;
     const collector = await spawnCollector(['--insecure-plaintext', '--listen', '127.0.0.1:0', '--metrics-addr', ops]);
     const client = new ObserverClient(collector.address);
-    // Its own connection, not read from: what the collector holds for it stays in its queue.
-    const slowClient = new ObserverClient(collector.address, { 'grpc.use_local_subchannel_pool': 1 });
+    // Its own connection, not read from, with HTTP/2's default 64 KiB receive window: what the
+    // collector holds for it stays in its queue.
+    const slowClient = new ObserverClient(collector.address, { 'grpc.use_local_subchannel_pool': 1, 'grpc-node.flow_control_window': 65535 });
     const agent = startExporter(collector.address, { batchSize: 500 });
     try {
       const follower = new CollectingSubscriber(slowClient, { follow: true });

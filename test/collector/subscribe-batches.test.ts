@@ -47,8 +47,10 @@ describe('collector: SubscribeBatches', () => {
     return e;
   };
   /** Its own connection: a paused stream holds back HTTP/2 flow control of the connection it is on. */
+  // A connection of its own, with HTTP/2's default 64 KiB receive window: a paused reader stops the
+  // collector's writes after 64 KiB, not after the 4 MiB the CLI's client opens.
   const ownClient = () => {
-    const c = new ObserverClient(collector.address, { 'grpc.use_local_subchannel_pool': 1 });
+    const c = new ObserverClient(collector.address, { 'grpc.use_local_subchannel_pool': 1, 'grpc-node.flow_control_window': 65535 });
     extraClients.push(c);
     return c;
   };
