@@ -209,15 +209,14 @@ export class SightingMerger {
     if (waiting) {
       waiting.sightings++;
       this.merged++;
-      if (atDestination) {
-        this.held.delete(key);
-        this.recent.add(key);
-        this.report(p, point, waiting.sightings);
-        return;
-      }
-      // The latest hop on the way is the closest to the destination.
-      waiting.best = { ...p };
       waiting.point = point;
+      // Reported now, or kept: the latest hop on the way is the closest to the destination.
+      if (atDestination) {
+        waiting.best = p;
+        this.reportHeld(key, waiting);
+      } else {
+        waiting.best = { ...p };
+      }
       return;
     }
     if (this.held.size + this.recent.size + this.older.size >= this.opts.maxPending) {
