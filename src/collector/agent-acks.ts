@@ -2,7 +2,7 @@
 // durable, and how many of its ring-buffer losses were announced. Rebuilt from the journal at
 // start-up, so resends after a collector restart are still recognised as duplicates; an instance
 // the journal does not hold starts where the agent says it was acknowledged.
-import type { icmpwatch } from '../common/proto.js';
+import type { RecordWithBytes } from './journal-record.js';
 
 export interface InstanceState {
   /** Highest contiguous sequence handed to the store (stored or being stored). */
@@ -23,9 +23,9 @@ export class AgentAcks {
   private readonly instances = new Map<string, InstanceState>();
 
   /** Takes what a record recovered from the journal covers (`timeMs`: the time it is about). */
-  recover(record: icmpwatch.v1.IJournalRecord, timeMs: number): void {
+  recover({ record, event }: RecordWithBytes, timeMs: number): void {
     if (!record.agentInstance) return;
-    const node = record.event?.node ?? record.lostEvents?.nodeName ?? '';
+    const node = event ? event.node : (record.lostEvents?.nodeName ?? '');
     const state = this.get(node, record.agentInstance);
     state.accepted = state.durable = Math.max(state.accepted, Number(record.lastSequence ?? 0));
     state.lostAnnounced = Math.max(state.lostAnnounced, Number(record.ringLost ?? 0));

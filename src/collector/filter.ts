@@ -8,6 +8,8 @@ import type { FilterSpec, PodSelector, SubscriptionSpec } from '../common/grpc/s
 type EventPredicate = (ev: icmpwatch.v1.IEvent) => boolean;
 
 export interface CompiledFilters {
+  /** No allow or deny lists: everything passes (and nothing needs reading). */
+  everything: boolean;
   event(ev: icmpwatch.v1.IEvent): boolean;
   /** Whether a notice about this node (empty: every node) belongs in the stream. */
   notice(node: string): boolean;
@@ -61,6 +63,7 @@ export function compileFilters(spec: Pick<SubscriptionSpec, 'allow' | 'deny'>): 
   const allow = spec.allow.map(compileFilter);
   const deny = spec.deny.map(compileFilter);
   return {
+    everything: allow.length === 0 && deny.length === 0,
     event: (ev) => (allow.length === 0 || allow.some((p) => p(ev))) && !deny.some((p) => p(ev)),
     notice: (node) =>
       node === '' ||

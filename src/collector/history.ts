@@ -2,10 +2,10 @@
 // read. Entries are kept in the order they were stored; each gets an index so a subscriber can
 // tell where the history it was sent ends and live delivery begins.
 import { Deque } from '../common/deque.js';
-import type { icmpwatch } from '../common/proto.js';
 import type { EncodedResponse } from './encoded-response.js';
 
-export interface HistoryEntry extends EncodedResponse {
+export interface HistoryEntry {
+  record: EncodedResponse;
   index: number;
   /** Time the record is about (event time, end of a loss), see timestampMs. */
   timeMs: number;
@@ -17,7 +17,7 @@ export interface HistoryQuery {
   last: number;
   since: number | null;
   until: number | null;
-  matches(response: icmpwatch.v1.ISubscribeResponse): boolean;
+  matches(record: EncodedResponse): boolean;
 }
 
 export class History {
@@ -49,8 +49,8 @@ export class History {
     return this.newestDropped;
   }
 
-  append({ response, encoded }: EncodedResponse, timeMs: number, bytes: number, now = Date.now()): HistoryEntry {
-    const entry = { index: this.nextIndex++, timeMs, response, encoded, bytes };
+  append(record: EncodedResponse, timeMs: number, bytes: number, now = Date.now()): HistoryEntry {
+    const entry = { record, index: this.nextIndex++, timeMs, bytes };
     this.entries.push(entry);
     this.totalBytes += bytes;
     // The newest record stays even when it alone is over the byte bound: live delivery has it anyway.
@@ -81,9 +81,9 @@ export class History {
       const e = this.entries.at(i)!;
       if (q.since !== null && e.timeMs < q.since) continue;
       if (q.until !== null && e.timeMs > q.until) continue;
-      if (!q.matches(e.response)) continue;
+      if (!q.matches(e.record)) continue;
       out.push(e);
-      if (e.response.event) events++;
+      if (e.record.carriesEvent) events++;
       if (q.last > 0 && events >= q.last) break;
     }
     return out.reverse();

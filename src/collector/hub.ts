@@ -1,6 +1,5 @@
 // Live fan-out: every stored record goes to each following subscriber whose filters match. Offering
 // never blocks (each subscriber has its own bounded queue), so one slow reader slows no one else.
-import type { icmpwatch } from '../common/proto.js';
 import type { EncodedResponse } from './encoded-response.js';
 import type { CompiledFilters } from './filter.js';
 
@@ -17,8 +16,10 @@ interface Follower {
   until: number | null;
 }
 
-export function responseMatches(filters: CompiledFilters, response: icmpwatch.v1.ISubscribeResponse): boolean {
-  return response.event ? filters.event(response.event) : filters.notice(response.nodeName ?? '');
+/** Whether the filters let the record through; a record is decoded only for filters that read it. */
+export function responseMatches(filters: CompiledFilters, record: EncodedResponse): boolean {
+  if (filters.everything) return true;
+  return record.carriesEvent ? filters.event(record.response.event!) : filters.notice(record.nodeName);
 }
 
 export class Hub {
@@ -34,11 +35,14 @@ export class Hub {
     subscriber.onClose(() => this.followers.delete(follower));
   }
 
+  /** Every follower's filters and access checks read the record decoded once. */
   publish(record: EncodedResponse, timeMs: number): void {
-    for (const f of this.followers) {
-      if (f.until !== null && timeMs > f.until) continue;
-      if (responseMatches(f.filters, record.response)) f.subscriber.offer(record, timeMs);
-    }
+    record.keepingDecoded(() => {
+      for (const f of this.followers) {
+        if (f.until !== null && timeMs > f.until) continue;
+        if (responseMatches(f.filters, record)) f.subscriber.offer(record, timeMs);
+      }
+    });
   }
 
   /** Ends every stream after what is queued for it has been sent. */

@@ -8,7 +8,7 @@ import { setImmediate } from 'node:timers/promises';
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../common/log.js';
 import { icmpwatch } from '../common/proto.js';
-import type { ReceivedIngestRequest } from '../common/grpc/ingest-request.js';
+import type { ReceivedBatch, ReceivedIngestRequest } from '../common/grpc/ingest-request.js';
 import { undecodableReason } from '../common/grpc/services.js';
 import { timestampMs } from '../common/grpc/subscribe-request.js';
 import { withStringField } from '../common/protobuf-wire.js';
@@ -92,7 +92,7 @@ export class IngestService {
             call.write({ ackedSequence: session.state.durable, ringLost: session.state.lostAnnounced });
           } else if (request.batch) {
             if (!session) throw statusError(status.INVALID_ARGUMENT, 'batch: the first request must be a hello');
-            const acked = await this.batch(session, request.batch, request.eventBytes);
+            const acked = await this.batch(session, request.batch);
             if (!call.destroyed && !call.writableEnded) call.write({ ackedSequence: acked, ringLost: session.state.lostAnnounced });
             // Let subscriber streams flush between batches: a burst is then one batch, not a backlog.
             await setImmediate();
@@ -137,13 +137,12 @@ export class IngestService {
     return { node: hello.node, instance: hello.agentInstance, state };
   }
 
-  /** `eventBytes[i]`: the bytes `batch.events[i]` came in. */
-  private async batch(session: Session, batch: icmpwatch.v1.IEventBatch, eventBytes: Uint8Array[]): Promise<number> {
+  private async batch(session: Session, batch: ReceivedBatch): Promise<number> {
     const { node, instance, state } = session;
     const now = Date.now();
     const records: RecordWithBytes[] = [];
     const lost = (source: icmpwatch.v1.LostEventsSource, count: number, first: icmpwatch.v1.ILostEvents['first'], last: icmpwatch.v1.ILostEvents['last'], lastSequence: number) => {
-      records.push({ record: { agentInstance: instance, lastSequence, lostEvents: { source, count, first, last, nodeName: node } }, eventBytes: null });
+      records.push({ record: { agentInstance: instance, lastSequence, lostEvents: { source, count, first, last, nodeName: node } }, event: null });
       this.metrics.lostEvents.inc({ source: LostEventsSource[source] }, count);
     };
 
@@ -161,10 +160,10 @@ export class IngestService {
 
     let stored = 0;
     let newestEventMs: number | null = null;
-    const events = batch.events ?? [];
+    const events = batch.events;
     this.metrics.eventsReceived.inc(events.length);
     for (const [i, ev] of events.entries()) {
-      const seq = Number(ev.sequence ?? 0);
+      const seq = ev.sequence;
       if (seq <= 0) throw statusError(status.INVALID_ARGUMENT, `batch.events[${i}].sequence: must be set (agents count from 1)`);
       if (seq <= state.accepted) {
         this.metrics.duplicates.inc();
@@ -175,12 +174,8 @@ export class IngestService {
         this.log.warn({ node, instance, expected: state.accepted + 1, got: seq }, 'sequence gap from agent');
         lost(LostEventsSource.LOST_EVENTS_SOURCE_AGENT_EXPORT_BUFFER, seq - state.accepted - 1, ev.time, ev.time, seq - 1);
       }
-      let bytes = eventBytes[i]!;
-      if (!ev.node) {
-        ev.node = node;
-        bytes = withStringField(bytes, EVENT_NODE, node);
-      }
-      records.push({ record: { agentInstance: instance, lastSequence: seq, event: ev }, eventBytes: bytes });
+      const event = ev.node ? ev : { ...ev, node, bytes: withStringField(ev.bytes, EVENT_NODE, node) };
+      records.push({ record: { agentInstance: instance, lastSequence: seq }, event });
       state.accepted = seq;
       stored++;
       if (ev.time) newestEventMs = Math.max(newestEventMs ?? 0, timestampMs(ev.time));

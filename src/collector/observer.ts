@@ -180,8 +180,8 @@ export class ObserverService {
     };
     if (!access) return begin(history);
     // Live records wait in the gate while the history's namespaces are decided.
-    access.decideNamespaces(access.undecided(history.map((e) => e.response))).then(
-      () => begin(history.filter((e) => access.decide(e.response) === true)),
+    access.decideNamespaces(access.undecided(history.map((e) => e.record))).then(
+      () => begin(history.filter((e) => access.decide(e.record) === true)),
       (err: unknown) => call.emit('error', this.refusal(err, call.getPeer())),
     );
   }
@@ -211,13 +211,14 @@ export class ObserverService {
     const dropped = this.store.history.droppedThrough;
     if (spec.since === null || dropped === null || spec.since > dropped.timeMs) return null;
     // The request's and the record's own timestamps: milliseconds would lose their nanoseconds.
-    const droppedTime = dropped.response.event?.time ?? dropped.response.lostEvents?.last ?? timestampFromMs(dropped.timeMs);
+    const { response } = dropped.record;
+    const droppedTime = response.event?.time ?? response.lostEvents?.last ?? timestampFromMs(dropped.timeMs);
     const last = spec.until !== null && spec.until < dropped.timeMs ? request.until : droppedTime;
     return {
       index: 0,
       bytes: 0,
       timeMs: spec.since,
-      ...encodeResponse({
+      record: encodeResponse({
         nodeName: '',
         time: timestampFromMs(Date.now()),
         lostEvents: { source: LostEventsSource.LOST_EVENTS_SOURCE_HISTORY_EXPIRED, count: 0, first: request.since, last },

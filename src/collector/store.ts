@@ -20,14 +20,14 @@ export interface StoreOptions {
 }
 
 /** What the record is about in time: the event's time, or the end of a loss. */
-export function recordTimeMs(record: icmpwatch.v1.IJournalRecord): number {
-  const ts = record.event?.time ?? record.lostEvents?.last;
+function recordTimeMs({ record, event }: RecordWithBytes): number {
+  const ts = event ? event.time : record.lostEvents?.last;
   return ts ? timestampMs(ts) : Date.now();
 }
 
 /** The response subscribers get for a record: framed around its event's bytes, or encoded. */
-function toResponse({ record, eventBytes }: RecordWithBytes, timeMs: number): EncodedResponse {
-  if (record.event && eventBytes) return eventResponse(record.event, eventBytes, timeMs);
+function toResponse({ record, event }: RecordWithBytes, timeMs: number): EncodedResponse {
+  if (event) return eventResponse(event.node, event.bytes, timeMs);
   return encodeResponse({ nodeName: record.lostEvents?.nodeName ?? '', time: timestampFromMs(timeMs), lostEvents: record.lostEvents ?? null });
 }
 
@@ -45,7 +45,7 @@ export class Store {
   static async open(
     options: StoreOptions,
     hub: Hub,
-    onRecovered: (record: icmpwatch.v1.IJournalRecord, timeMs: number) => void,
+    onRecovered: (recovered: RecordWithBytes, timeMs: number) => void,
   ): Promise<{ store: Store; recovery: RecoveryResult | null }> {
     const history = new History(options.historyEvents, options.historyAgeMs, options.historyBytes);
     if (options.dataDir === null) return { store: new Store(history, hub, null), recovery: null };
@@ -64,9 +64,9 @@ export class Store {
         } catch {
           return null;
         }
-        const timeMs = recordTimeMs(recovered.record);
+        const timeMs = recordTimeMs(recovered);
         history.append(toResponse(recovered, timeMs), timeMs, payload.length);
-        onRecovered(recovered.record, timeMs);
+        onRecovered(recovered, timeMs);
         return timeMs;
       },
     );
@@ -75,7 +75,7 @@ export class Store {
 
   /** Resolves once the records are durable (or in memory only, without a data dir) and published. */
   async add(records: RecordWithBytes[]): Promise<void> {
-    const times = records.map((r) => recordTimeMs(r.record));
+    const times = records.map(recordTimeMs);
     // The journal records' sizes are what the history's byte bound counts, also without a journal.
     let sizes: number[];
     if (this.journal) {

@@ -17,11 +17,9 @@ import type { EncodedResponse } from './encoded-response.js';
 import type { RecordSink } from './hub.js';
 import type { Subscriber } from './subscriber.js';
 
-type Response = icmpwatch.v1.ISubscribeResponse;
-
-function namespacesOf(response: Response): string[] {
-  const ev = response.event;
-  if (!ev) return [];
+function namespacesOf(record: EncodedResponse): string[] {
+  if (!record.carriesEvent) return [];
+  const ev = record.response.event!;
   const out: string[] = [];
   if (ev.source?.namespace) out.push(ev.source.namespace);
   if (ev.destination?.namespace && ev.destination.namespace !== ev.source?.namespace) out.push(ev.destination.namespace);
@@ -60,10 +58,10 @@ export class StreamAccess {
   }
 
   /** true or false when decided; null while a namespace it depends on is undecided. */
-  decide(response: Response): boolean | null {
+  decide(record: EncodedResponse): boolean | null {
     if (this.cluster) return true;
-    const ev = response.event;
-    if (!ev) return false;
+    if (!record.carriesEvent) return false;
+    const ev = record.response.event!;
     // Two lookups at most, nothing allocated: this runs for every record of every stream.
     const source = ev.source?.namespace ? this.namespaces.get(ev.source.namespace) : false;
     if (source) return true;
@@ -73,10 +71,10 @@ export class StreamAccess {
   }
 
   /** The namespaces these records need decided that are not. */
-  undecided(responses: Iterable<Response>): string[] {
+  undecided(records: Iterable<EncodedResponse>): string[] {
     const out = new Set<string>();
     if (this.cluster) return [];
-    for (const r of responses) for (const ns of namespacesOf(r)) if (!this.namespaces.has(ns)) out.add(ns);
+    for (const r of records) for (const ns of namespacesOf(r)) if (!this.namespaces.has(ns)) out.add(ns);
     return [...out];
   }
 
@@ -131,7 +129,7 @@ export class AccessGate implements RecordSink {
 
   offer(record: EncodedResponse, timeMs: number): void {
     if (this.pending.length === 0 && !this.waiting) {
-      const allowed = this.access.decide(record.response);
+      const allowed = this.access.decide(record);
       if (allowed !== null) {
         if (allowed) this.subscriber.offer(record, timeMs);
         return;
@@ -158,10 +156,10 @@ export class AccessGate implements RecordSink {
 
   private drain(): void {
     for (let head = this.pending.peek(); head; head = this.pending.peek()) {
-      const allowed = this.access.decide(head.record.response);
+      const allowed = this.access.decide(head.record);
       if (allowed === null) {
         this.waiting = true;
-        const pendingRecords = Array.from({ length: this.pending.length }, (_, i) => this.pending.at(i)!.record.response);
+        const pendingRecords = Array.from({ length: this.pending.length }, (_, i) => this.pending.at(i)!.record);
         this.access.decideNamespaces(this.access.undecided(pendingRecords)).then(
           () => this.release(),
           (err: unknown) => this.fail(asAccessError(err)),

@@ -115,7 +115,7 @@ export class Subscriber {
   }
 
   private next(): EncodedResponse | undefined {
-    if (this.replayNext < this.replay.length) return this.replay[this.replayNext++]!;
+    if (this.replayNext < this.replay.length) return this.replay[this.replayNext++]!.record;
     if (this.replay.length > 0) {
       this.replay = [];
       this.replayNext = 0;

@@ -128,7 +128,7 @@ describe('collector: events reach subscribers in the bytes the agent sent', () =
   it('frames a response that decodes as the one protobufjs encodes, at any record time', () => {
     const options = { longs: Number, defaults: true, arrays: true, objects: true };
     for (const timeMs of [0, 1, Date.now() + 0.123456, -1500.25, 9.2e21, -9.2e21]) {
-      const framed = eventResponse(fullEvent, encodeEvent(fullEvent), timeMs);
+      const framed = eventResponse(NODE, encodeEvent(fullEvent), timeMs);
       const theirs = v1.SubscribeResponse.encode({ nodeName: NODE, time: timestampFromMs(timeMs), event: fullEvent }).finish();
       expect(v1.SubscribeResponse.toObject(v1.SubscribeResponse.decode(framed.encoded), options), String(timeMs)).to.deep.equal(
         v1.SubscribeResponse.toObject(v1.SubscribeResponse.decode(theirs), options),

@@ -12,8 +12,8 @@ describe('collector: history bounds', () => {
     for (let i = 1; i <= 10; i++) history.append(response(i), now + i, 300, now);
     expect(history.size).to.equal(3);
     expect(history.bytes).to.equal(900);
-    expect(history.oldest?.response.nodeName).to.equal('n8');
-    expect(history.droppedThrough?.response.nodeName).to.equal('n7');
+    expect(history.oldest?.record.nodeName).to.equal('n8');
+    expect(history.droppedThrough?.record.nodeName).to.equal('n7');
     // One record bigger than the bound on its own: it stays (alone) until the next one.
     history.append(response(11), now + 11, 5000, now);
     expect(history.size).to.equal(1);

@@ -1,33 +1,98 @@
-// An IngestRequest as the collector receives it: decoded (its events are what filters, node
-// bookkeeping and access checks read), and with each batch event's bytes as the agent sent them,
-// which the collector stores and forwards as they are instead of encoding the event again.
-import { delimitedFields } from '../protobuf-wire.js';
+// An IngestRequest as the collector receives it. Hellos and a batch's counters and drop notice are
+// decoded; the batch's events are not: each is checked and kept in the bytes the agent sent
+// (event-wire.ts), with the few fields the collector reads, and stored and forwarded as it is.
+import $protobuf from 'protobufjs/minimal.js';
+import { WIRE_LENGTH_DELIMITED } from '../protobuf-wire.js';
 import { icmpwatch } from '../proto.js';
+import { scanEvent, type ScannedEvent } from './event-wire.js';
 
+// Field numbers (ingest.proto).
 const HELLO = 1; // IngestRequest.hello, of oneof message
 const BATCH = 2; // IngestRequest.batch, of oneof message
 const EVENTS = 1; // EventBatch.events
+const COUNTERS = 2; // EventBatch.counters
+const DROPPED = 3; // EventBatch.dropped
+
+export interface ReceivedBatch {
+  /** Each a view of the request's bytes. */
+  events: ScannedEvent[];
+  counters: icmpwatch.v1.INodeCounters | null;
+  dropped: icmpwatch.v1.IExportDrop | null;
+}
 
 export interface ReceivedIngestRequest {
   hello: icmpwatch.v1.IAgentHello | null;
-  batch: icmpwatch.v1.IEventBatch | null;
-  /** The bytes `batch.events[i]` was decoded from: views of the request's bytes. */
-  eventBytes: Uint8Array[];
+  batch: ReceivedBatch | null;
 }
 
 export function emptyIngestRequest(): ReceivedIngestRequest {
-  return { hello: null, batch: null, eventBytes: [] };
+  return { hello: null, batch: null };
 }
 
 /**
- * Throws what protobufjs throws for bytes that are no IngestRequest. The events' bytes are found
- * the way protobufjs reads them: every `batch` (they merge) since the last `hello`, every event of each.
+ * Calls `onField(field, value)` for each length-delimited field of `message` (a view of its value);
+ * other fields are skipped. Throws for bytes that are no message.
+ */
+function eachDelimited(message: Uint8Array, onField: (field: number, value: Uint8Array) => void): void {
+  const reader = $protobuf.Reader.create(message);
+  while (reader.pos < reader.len) {
+    const tag = reader.tag();
+    if ((tag & 7) === WIRE_LENGTH_DELIMITED) {
+      const length = reader.size();
+      const start = reader.pos;
+      reader.skip(length);
+      onField(tag >>> 3, message.subarray(start, start + length));
+    } else {
+      reader.skipType(tag & 7, 0, tag >>> 3);
+    }
+  }
+}
+
+/** A message that came in several parts: protobuf merges them as if they were one. */
+function decodeMerged<T>(parts: Uint8Array[], decode: (bytes: Uint8Array) => T): T | null {
+  return parts.length === 0 ? null : decode(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+}
+
+/**
+ * Throws, saying why, for bytes that are no IngestRequest. Repeated and superseded members read as
+ * protobufjs reads them: batches since the last hello merge, a hello drops the batches before it.
  */
 export function decodeIngestRequest(bytes: Uint8Array): ReceivedIngestRequest {
-  const request = icmpwatch.v1.IngestRequest.decode(bytes);
-  const batch = request.batch ?? null;
-  const eventBytes = batch ? delimitedFields(bytes, BATCH, [HELLO]).flatMap((b) => delimitedFields(b, EVENTS)) : [];
-  const events = batch?.events?.length ?? 0;
-  if (eventBytes.length !== events) throw new Error(`batch.events: ${events} decoded, ${eventBytes.length} found in the bytes`);
-  return { hello: request.hello ?? null, batch, eventBytes };
+  let hellos: Uint8Array[] = [];
+  let batches: Uint8Array[] = [];
+  eachDelimited(bytes, (field, value) => {
+    if (field === HELLO) {
+      hellos.push(value);
+      batches = [];
+    } else if (field === BATCH) {
+      batches.push(value);
+      hellos = [];
+    }
+  });
+  const hello = decodeMerged(hellos, (b) => icmpwatch.v1.AgentHello.decode(b));
+  if (batches.length === 0) return { hello, batch: null };
+
+  const events: ScannedEvent[] = [];
+  const counters: Uint8Array[] = [];
+  const dropped: Uint8Array[] = [];
+  for (const batch of batches) {
+    eachDelimited(batch, (field, value) => {
+      if (field === EVENTS) {
+        try {
+          events.push(scanEvent(value));
+        } catch (err) {
+          throw new Error(`batch.events[${events.length}]: ${(err as Error).message}`);
+        }
+      } else if (field === COUNTERS) counters.push(value);
+      else if (field === DROPPED) dropped.push(value);
+    });
+  }
+  return {
+    hello,
+    batch: {
+      events,
+      counters: decodeMerged(counters, (b) => icmpwatch.v1.NodeCounters.decode(b)),
+      dropped: decodeMerged(dropped, (b) => icmpwatch.v1.ExportDrop.decode(b)),
+    },
+  };
 }
