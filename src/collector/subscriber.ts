@@ -39,6 +39,7 @@ export class Subscriber {
   /** Taken for a batch that had no room left for it: first in the next one. */
   private heldOver: Uint8Array | null = null;
   private waitingForDrain = false;
+  private pumpScheduled = false;
   private ending = false;
   private closed = false;
   private readonly closeListeners: (() => void)[] = [];
@@ -79,7 +80,20 @@ export class Subscriber {
     }
     this.flushLoss();
     this.queue.push(record);
-    this.pump();
+    this.schedulePump();
+  }
+
+  /**
+   * Pumps once the caller's turn is over: the records published in one go (an agent's batch) then
+   * leave in one SubscribeBatch, not the first few each in a message of its own.
+   */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   /** A live record dropped before it reached the queue: counted, and announced like queue overflow. */
