@@ -3,7 +3,8 @@
 // only after the store made it durable. Sequences at or below what was already accepted are resent
 // duplicates and are skipped; announced buffer drops and new ring-buffer losses become lost-events
 // records. On stop, what each stream already delivered is stored and acknowledged before it ends.
-// Events are stored and forwarded in the bytes they came in (ingest-request.ts), never encoded again.
+// Events are stored and forwarded in the bytes they came in (ingest-request.ts), never decoded into
+// objects or encoded again.
 import { setImmediate } from 'node:timers/promises';
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../common/log.js';

@@ -62,7 +62,8 @@ export class StreamAccess {
     if (this.cluster) return true;
     if (!record.carriesEvent) return false;
     const ev = record.response.event!;
-    // Two lookups at most, nothing allocated: this runs for every record of every stream.
+    // Two lookups at most: this runs for every record of every stream (while a record is published,
+    // its event is decoded once for all of them).
     const source = ev.source?.namespace ? this.namespaces.get(ev.source.namespace) : false;
     if (source) return true;
     const destination = ev.destination?.namespace ? this.namespaces.get(ev.destination.namespace) : false;
