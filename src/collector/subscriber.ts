@@ -17,6 +17,12 @@ import { timestampFromMs } from './timestamps.js';
 /** The bounds of one SubscribeBatch (observer.proto says so). */
 export const MAX_BATCH_RECORDS = 1000;
 export const MAX_BATCH_BYTES = 1 << 20;
+/**
+ * SubscribeBatches messages a stream holds that its reader has not taken: enough to ride out a
+ * reader's short pause, few enough that a slow reader's backlog waits in the bounded queue (and is
+ * counted when dropped) rather than in the stream's buffer, which takes 16 messages of any size.
+ */
+const MAX_BATCHES_IN_FLIGHT = 4;
 
 /** Subscribe: each message an encoded SubscribeResponse. */
 export type SubscribeCall = ServerWritableStream<icmpwatch.v1.ISubscribeRequest, Uint8Array>;
@@ -39,6 +45,8 @@ export class Subscriber {
   /** Taken for a batch that had no room left for it: first in the next one. */
   private heldOver: Uint8Array | null = null;
   private waitingForDrain = false;
+  /** SubscribeBatches: messages written that the stream has not taken yet. */
+  private batchesInFlight = 0;
   private pumpScheduled = false;
   private ending = false;
   private closed = false;
@@ -139,7 +147,7 @@ export class Subscriber {
   }
 
   private pump(): void {
-    while (!this.closed && !this.waitingForDrain) {
+    while (!this.closed && !this.waitingForDrain && this.batchesInFlight < MAX_BATCHES_IN_FLIGHT) {
       const written = this.writeNext();
       if (written === null) break;
       if (!written) {
@@ -182,7 +190,12 @@ export class Subscriber {
       batch.push(encoded);
       bytes += size;
     }
-    return batch.length > 0 ? output.call.write(batch) : null;
+    if (batch.length === 0) return null;
+    this.batchesInFlight++;
+    return output.call.write(batch, () => {
+      this.batchesInFlight--;
+      this.pump();
+    });
   }
 
   private close(): void {

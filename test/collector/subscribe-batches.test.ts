@@ -113,7 +113,8 @@ describe('collector: SubscribeBatches', () => {
     const paused = subscribe({ follow: true }, 'subscribeBatches', ownClient());
     await eventually(async () => (await client.getStatus()).subscribers === 2);
     paused.stream.pause();
-    const bulk = exporter(collector.address, { node: 'node-b', batchSize: 500 });
+    // Agent batches beyond the count bound: every burst is cut into messages of at most the bound.
+    const bulk = exporter(collector.address, { node: 'node-b', batchSize: 2500 });
     const total = 5000;
     for (let seq = 1; seq <= total; seq++) bulk.publish(echoEvent(seq, { node: 'node-b' }));
     await live.until((s) => s.events.length === 20 + total);
