@@ -88,24 +88,34 @@ export function withStringField(message: Uint8Array, field: number, value: strin
 }
 
 /**
+ * Calls `onField(field, value)` for each length-delimited field of `message`, in order, with a view of
+ * its value; other fields are skipped. Throws for bytes that are no message.
+ */
+export function eachDelimited(message: Uint8Array, onField: (field: number, value: Uint8Array) => void): void {
+  const reader = $protobuf.Reader.create(message);
+  while (reader.pos < reader.len) {
+    const tag = reader.tag();
+    if ((tag & 7) === WIRE_LENGTH_DELIMITED) {
+      const length = reader.size();
+      const start = reader.pos;
+      reader.skip(length);
+      onField(tag >>> 3, message.subarray(start, start + length));
+    } else {
+      reader.skipType(tag & 7, 0, tag >>> 3);
+    }
+  }
+}
+
+/**
  * The value of every occurrence of length-delimited `field` in `message`, in order, as views of its
  * bytes. An occurrence of a field listed in `resetBy` (of the same oneof) empties the list, as a
  * decoder setting that oneof member drops the others.
  */
 export function delimitedFields(message: Uint8Array, field: number, resetBy: readonly number[] = []): Uint8Array[] {
   const out: Uint8Array[] = [];
-  const reader = $protobuf.Reader.create(message);
-  while (reader.pos < reader.len) {
-    const tag = reader.tag();
-    const wireType = tag & 7;
-    if (wireType === WIRE_LENGTH_DELIMITED && tag >>> 3 === field) {
-      const length = reader.size();
-      out.push(message.subarray(reader.pos, reader.pos + length));
-      reader.skip(length);
-      continue;
-    }
-    if (wireType === WIRE_LENGTH_DELIMITED && resetBy.includes(tag >>> 3)) out.length = 0;
-    reader.skipType(wireType, 0, tag >>> 3);
-  }
+  eachDelimited(message, (f, value) => {
+    if (f === field) out.push(value);
+    else if (resetBy.includes(f)) out.length = 0;
+  });
   return out;
 }

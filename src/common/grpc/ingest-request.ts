@@ -1,8 +1,7 @@
 // An IngestRequest as the collector receives it. Hellos and a batch's counters and drop notice are
 // decoded; the batch's events are not: each is checked and kept in the bytes the agent sent
 // (event-wire.ts), with the few fields the collector reads, and stored and forwarded as it is.
-import $protobuf from 'protobufjs/minimal.js';
-import { WIRE_LENGTH_DELIMITED } from '../protobuf-wire.js';
+import { eachDelimited } from '../protobuf-wire.js';
 import { icmpwatch } from '../proto.js';
 import { scanEvent, type ScannedEvent } from './event-wire.js';
 
@@ -27,25 +26,6 @@ export interface ReceivedIngestRequest {
 
 export function emptyIngestRequest(): ReceivedIngestRequest {
   return { hello: null, batch: null };
-}
-
-/**
- * Calls `onField(field, value)` for each length-delimited field of `message` (a view of its value);
- * other fields are skipped. Throws for bytes that are no message.
- */
-function eachDelimited(message: Uint8Array, onField: (field: number, value: Uint8Array) => void): void {
-  const reader = $protobuf.Reader.create(message);
-  while (reader.pos < reader.len) {
-    const tag = reader.tag();
-    if ((tag & 7) === WIRE_LENGTH_DELIMITED) {
-      const length = reader.size();
-      const start = reader.pos;
-      reader.skip(length);
-      onField(tag >>> 3, message.subarray(start, start + length));
-    } else {
-      reader.skipType(tag & 7, 0, tag >>> 3);
-    }
-  }
 }
 
 /** A message that came in several parts: protobuf merges them as if they were one. */
