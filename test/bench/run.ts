@@ -737,6 +737,10 @@ interface FloodRow {
   kernelSuppressed: number;
   ringFull: number;
   aggFull: number;
+  /** Distinct packets taken for one already reported (same identity within 1-2 s), counted by the agent. */
+  merged: number;
+  /** Event lines the agent dropped and counted while its stdout reader lagged. */
+  logLinesDropped: number;
   unaccounted: number;
   cpuCoresDuringTraffic: number;
   userUsPerPacket: number;
@@ -770,6 +774,10 @@ async function flood(t: Topology, events: number, seconds: number): Promise<Floo
     const suppressedReported = s1.summary_packets - s0.summary_packets;
     const ringFull = d('icmpwatch_kernel_ring_full_total');
     const aggFull = d('icmpwatch_kernel_agg_full_total');
+    // On one veth each packet is seen once: a merged sighting is another packet with the same
+    // identity, which repeats every 65,536 packets between one pair (16-bit IP id and echo seq).
+    const merged = d('icmpwatch_agent_merged_sightings_total');
+    const logLinesDropped = d('icmpwatch_agent_log_lines_dropped_total');
     const cpu = cpu1.total - cpu0.total;
     const row: FloodRow = {
       offeredEvents: events,
@@ -785,7 +793,9 @@ async function flood(t: Topology, events: number, seconds: number): Promise<Floo
       kernelSuppressed: d('icmpwatch_kernel_suppressed_total'),
       ringFull,
       aggFull,
-      unaccounted: expected - captured - suppressedReported - ringFull - aggFull,
+      merged,
+      logLinesDropped,
+      unaccounted: expected - captured - suppressedReported - ringFull - aggFull - merged - logLinesDropped,
       cpuCoresDuringTraffic: cpu / gen.elapsed_s,
       userUsPerPacket: ((cpu1.user - cpu0.user) * 1e6) / expected,
       bpfNsPerRecord: (bpf1.ns - bpf0.ns) / expected,
@@ -856,13 +866,13 @@ function ratioTable(rows: Row[]): string {
 
 function floodTable(rows: FloodRow[]): string {
   const out = [
-    '| offered ev/s | limit | requests | sender req/s | packets expected | captured (event lines) | suppressed (summary packets) | kernel suppressed | ring full | agg full | unaccounted | agent CPU cores | user us/packet | RSS MB |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| offered ev/s | limit | requests | sender req/s | packets expected | captured (event lines) | suppressed (summary packets) | kernel suppressed | ring full | agg full | merged (same identity) | log lines dropped | unaccounted | agent CPU cores | user us/packet | RSS MB |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
     out.push(
       `| ${k(r.offeredEvents)} (${int(r.eventRate)}) | ${int(r.limit)} | ${int(r.requests)} | ${int(r.requestRate)} | ${int(r.expected)} | ${int(r.captured)} | ${int(r.suppressedReported)} (${r.summaries} lines) | ` +
-        `${int(r.kernelSuppressed)} | ${int(r.ringFull)} | ${int(r.aggFull)} | ${int(r.unaccounted)} | ${f(r.cpuCoresDuringTraffic, 3)} | ${f(r.userUsPerPacket, 3)} | ${f(r.rssMb)} |`,
+        `${int(r.kernelSuppressed)} | ${int(r.ringFull)} | ${int(r.aggFull)} | ${int(r.merged)} | ${int(r.logLinesDropped)} | ${int(r.unaccounted)} | ${f(r.cpuCoresDuringTraffic, 3)} | ${f(r.userUsPerPacket, 3)} | ${f(r.rssMb)} |`,
     );
   }
   return out.join('\n');
