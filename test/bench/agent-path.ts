@@ -15,7 +15,7 @@ import { NoResolver } from '../../src/agent/enrich/endpoints-file.js';
 import { EventBuilder, WallClock } from '../../src/agent/event-builder.js';
 import { CollectorExporter } from '../../src/agent/export/exporter.js';
 import { NodeLog } from '../../src/agent/node-log.js';
-import { blankPacket, decodeEvent } from '../../src/agent/probe/decoder.js';
+import { blankPacket, decodeEvent, RecordMemory } from '../../src/agent/probe/decoder.js';
 import { EVENT_FIELDS as F, EVENT_SIZE } from '../../src/agent/probe/event-layout.js';
 import { SightingMerger, type ReportedPacket } from '../../src/agent/sightings.js';
 import { icmpwatch } from '../../src/common/proto.js';
@@ -117,14 +117,15 @@ async function runStage(stage: Stage, exporterAddress: string | null): Promise<{
   const mainThreadPerEvent: number[] = [];
   const packet = blankPacket(); // as the probe decodes every record into one object
   for (let round = 0; round < ROUNDS; round++) {
-    const { view, bytes, count } = records(round);
+    const { bytes, count } = records(round);
+    const memory = new RecordMemory(bytes.buffer);
     reported = 0;
     const cpu0 = process.cpuUsage();
     const thread0 = process.threadCpuUsage();
     for (let first = 0; first < count; first += TURN) {
       const last = Math.min(count, first + TURN);
       for (let i = first; i < last; i++) {
-        const p = decodeEvent(view, bytes, i * RECORD + 8, packet);
+        const p = decodeEvent(memory, i * RECORD + 8, packet);
         if (level >= 1) merger.add(p);
       }
       await new Promise((r) => setImmediate(r));

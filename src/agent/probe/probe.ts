@@ -220,9 +220,7 @@ export class Probe {
    */
   startReading(onPacket: (packet: CapturedPacket) => void): void {
     const packet = blankPacket();
-    this.reader = new RingReader(this.mapFd('events'), this.opts.ringBytes, (dv, bytes, off) =>
-      onPacket(decodeEvent(dv, bytes, off, packet)),
-    );
+    this.reader = new RingReader(this.mapFd('events'), this.opts.ringBytes, (memory, off) => onPacket(decodeEvent(memory, off, packet)));
     this.reader.start();
   }
 

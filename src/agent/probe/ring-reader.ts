@@ -1,18 +1,27 @@
 import koffi, { type node as koffiNode } from 'koffi';
+import { RecordMemory } from './decoder.js';
 import { c, errno, MAP_SHARED, pageSize, PROT_READ, PROT_WRITE, type Pointer, view } from './libbpf.js';
 
 const BUSY_BIT = 0x80000000;
 const DISCARD_BIT = 0x40000000;
 const HEADER = 8;
+/**
+ * The kernel commits a record by clearing its header's busy bit after writing the data, so the
+ * header must be read with acquire order (libbpf: smp_load_acquire). x86-64 keeps loads in order
+ * and V8 keeps typed-array loads in program order, so a plain load is one there; V8 does not inline
+ * Atomics.load, whose builtin call costs about as much per record as the C reader's whole work.
+ */
+const ORDERED_LOADS = process.arch === 'x64';
 
-/** Receives each record: its bytes are `bytes[off, off + len)`; valid only during the call. */
-export type RecordHandler = (dv: DataView, bytes: Uint8Array, off: number, len: number) => void;
+/** Receives each record: its bytes are `memory.u8[off, off + len)`; valid only during the call. */
+export type RecordHandler = (memory: RecordMemory, off: number, len: number) => void;
 
 /**
  * Reads a BPF ring buffer map directly from its mmap'd pages, on Node's event loop:
  * the map fd is polled through libuv (no thread, no CPU while idle); after a wake-up the reader
- * drains, then sleeps `batchMs` before listening again, so a busy ring is drained in batches
- * (the BPF side only wakes it for the first record after a drain or a large backlog).
+ * drains every `batchMs` for as long as each drain finds records, and listens again only once one
+ * finds none, so a busy ring is drained in batches without a poll registration per batch (the BPF
+ * side only wakes it for the first record after a drain or a large backlog).
  *
  * Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (ours, RW); page 1 producer_pos;
  * then the data pages, mapped twice back to back so a record never wraps.
@@ -23,9 +32,7 @@ export class RingReader {
   private readonly producerPtr: Pointer;
   private readonly consumerPos: BigUint64Array;
   private readonly producerPos: BigUint64Array;
-  private readonly headers: Int32Array;
-  private readonly data: DataView;
-  private readonly bytes: Uint8Array;
+  private readonly data: RecordMemory;
   private poller: koffiNode.PollHandle | null = null;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -49,9 +56,7 @@ export class RingReader {
     const prod = view(producer, this.page + 2 * size);
     this.consumerPos = new BigUint64Array(cons, 0, 1);
     this.producerPos = new BigUint64Array(prod, 0, 1);
-    this.headers = new Int32Array(prod, this.page);
-    this.data = new DataView(prod, this.page);
-    this.bytes = new Uint8Array(prod, this.page);
+    this.data = new RecordMemory(prod, this.page);
     this.fd = fd;
   }
 
@@ -70,9 +75,9 @@ export class RingReader {
 
   private afterBatch(): void {
     this.timer = null;
-    // Anything produced during the pause without a wake-up is read now; then wait for the next.
-    this.drain();
-    if (!this.closed) this.poller?.start({ readable: true, writable: false, disconnect: false }, () => this.onReadable());
+    if (this.closed) return;
+    if (this.drain() > 0) this.timer = setTimeout(() => this.afterBatch(), this.batchMs);
+    else this.poller?.start({ readable: true, writable: false, disconnect: false }, () => this.onReadable());
   }
 
   /** Consumes every committed record; returns how many were delivered. */
@@ -82,11 +87,11 @@ export class RingReader {
     let delivered = 0;
     while (cons < prod) {
       const off = cons % this.size;
-      const header = Atomics.load(this.headers, off >> 2) >>> 0;
+      const header = ORDERED_LOADS ? this.data.u32[off >> 2]! : Atomics.load(this.data.u32, off >> 2);
       if (header & BUSY_BIT) break; // reserved, not yet committed
       const len = header & ~(BUSY_BIT | DISCARD_BIT);
       if (!(header & DISCARD_BIT)) {
-        this.onRecord(this.data, this.bytes, off + HEADER, len);
+        this.onRecord(this.data, off + HEADER, len);
         delivered++;
       }
       cons += (len + HEADER + 7) & ~7;

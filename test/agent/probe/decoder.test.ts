@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { blankPacket, decodeEvent, flagNames, formatIpv4, formatIpv6 } from '../../../src/agent/probe/decoder.js';
+import { blankPacket, decodeEvent, flagNames, formatIpv4, formatIpv6, RecordMemory } from '../../../src/agent/probe/decoder.js';
 import { EVENT_FIELDS as F, EVENT_SIZE, FLAG_BITS } from '../../../src/agent/probe/event-layout.js';
 
 const v6 = (hex: string) => Uint8Array.from(Buffer.from(hex.replace(/[: ]/g, ''), 'hex'));
@@ -38,7 +38,7 @@ describe('decoder', () => {
     buf.set([10, 0, 0, 1], at + F.saddr.offset);
     buf.set([192, 168, 7, 9], at + F.daddr.offset);
     dv.setUint32(at + F.flags.offset, FLAG_BITS.vlan | FLAG_BITS.padded, true);
-    const p = decodeEvent(dv, buf, at);
+    const p = decodeEvent(new RecordMemory(buf.buffer), at);
     expect(p.monoNs).to.equal(0x189abcdef);
     expect(p).to.include({ netns: 4026531833, echoId: 0xbeef, family: 4, hook: 'raw_tp', type: 8, src: '10.0.0.1', dst: '192.168.7.9' });
     expect(p.quoted).to.equal(null);
@@ -50,7 +50,7 @@ describe('decoder', () => {
     const dv = new DataView(buf.buffer);
     dv.setUint8(F.hook.offset, 1);
     dv.setUint32(F.flags.offset, FLAG_BITS.nonlinear | FLAG_BITS['vlan-unsupported'], true);
-    const p = decodeEvent(dv, buf, 0);
+    const p = decodeEvent(new RecordMemory(buf.buffer), 0);
     expect(p).to.include({ family: 0, src: '', dst: '', hook: 'tp_btf' });
     expect(flagNames(p.flags)).to.deep.equal(['nonlinear', 'vlan-unsupported']);
   });
@@ -68,10 +68,10 @@ describe('decoder', () => {
     const d = new DataView(plain.buffer);
     d.setUint32(F.flags.offset, FLAG_BITS.truncated, true);
     const into = blankPacket();
-    const fresh = (bytes: Uint8Array) => decodeEvent(new DataView(bytes.buffer), bytes, 0);
-    expect(decodeEvent(q, quoting, 0, into)).to.equal(into).and.deep.equal(fresh(quoting));
+    const fresh = (bytes: Uint8Array) => decodeEvent(new RecordMemory(bytes.buffer), 0);
+    expect(decodeEvent(new RecordMemory(quoting.buffer), 0, into)).to.equal(into).and.deep.equal(fresh(quoting));
     expect(into.quoted).to.include({ family: 6, protocol: 17, sport: 40000 });
-    expect(decodeEvent(d, plain, 0, into)).to.deep.equal(fresh(plain));
+    expect(decodeEvent(new RecordMemory(plain.buffer), 0, into)).to.deep.equal(fresh(plain));
     expect(into).to.include({ family: 0, src: '', quoted: null, flags: FLAG_BITS.truncated, type: 0 });
   });
 });
