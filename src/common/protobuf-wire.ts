@@ -29,7 +29,8 @@ export function writeVarint(out: Uint8Array, at: number, n: number): number {
     return at;
   }
   while (n > 0x7fffffff) {
-    out[at++] = (n % 128) | 0x80;
+    // n >>> 0 is n modulo 2^32 for an integer up to 2^53: its low 7 bits without a float remainder.
+    out[at++] = ((n >>> 0) & 0x7f) | 0x80;
     n = Math.floor(n / 128);
   }
   while (n >= 0x80) {

@@ -7,7 +7,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
-import { encodeBatchRequest } from '../../src/agent/export/batch-request.js';
 import { encodeEvent } from '../../src/agent/export/event-encoder.js';
 import type { Collector } from '../../src/collector/collector.js';
 import { eventResponse } from '../../src/collector/encoded-response.js';
@@ -16,7 +15,7 @@ import { IngestClient, ObserverClient } from '../../src/common/grpc/clients.js';
 import { timestampMs } from '../../src/common/grpc/subscribe-request.js';
 import { delimitedFields } from '../../src/common/protobuf-wire.js';
 import { icmpwatch } from '../../src/common/proto.js';
-import { eventually, startCollector } from './harness.js';
+import { batchRequest, eventually, startCollector } from './harness.js';
 
 const v1 = icmpwatch.v1;
 const NODE = 'node-bytes';
@@ -182,8 +181,8 @@ describe('collector: events reach subscribers in the bytes the agent sent', () =
     agent.on('data', (r: icmpwatch.v1.IIngestResponse) => acks.push(Number(r.ackedSequence)));
     agent.write({ hello: { node: NODE, agentInstance: 'bytes-1', hook: v1.Hook.HOOK_TP_BTF, symbol: 'netif_receive_skb' } });
     // As the agent sends them: each event encoded once, the batch framed around their bytes.
-    agent.write(encodeBatchRequest([encodeEvent(fullEvent), encodeEvent(nodelessEvent)], { counters: {} }));
-    agent.write(encodeBatchRequest([encodeEvent(afterGap)], { counters: { lost: 3 } }));
+    agent.write(batchRequest([fullEvent, nodelessEvent], { counters: {} }));
+    agent.write(batchRequest([afterGap], { counters: { lost: 3 } }));
     await eventually(() => acks.at(-1) === 5);
     agent.end();
     ingest.close();

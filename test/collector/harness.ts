@@ -4,7 +4,9 @@ import net from 'node:net';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import type { ClientReadableStream, Metadata } from '@grpc/grpc-js';
+import { encodeBatchRequest } from '../../src/agent/export/batch-request.js';
 import { CollectorExporter, type ExporterOptions } from '../../src/agent/export/exporter.js';
+import { SendBuffer } from '../../src/agent/export/send-buffer.js';
 import { DEFAULT_ADMISSION_LIMITS } from '../../src/collector/admission.js';
 import { Collector, type CollectorOptions } from '../../src/collector/collector.js';
 import { ObserverClient } from '../../src/common/grpc/clients.js';
@@ -42,6 +44,15 @@ export async function freePort(): Promise<number> {
 const BASE_SECONDS = Math.floor(Date.now() / 1000);
 
 /** An echo request with sequence and ICMP seq `seq`, its time `seq` microseconds after start. */
+/** An IngestRequest with these events (sequenced from 1 in this batch) as the agent frames them. */
+export function batchRequest(events: icmpwatch.v1.IEvent[], rest: Parameters<typeof encodeBatchRequest>[1]): Buffer {
+  const buffer = new SendBuffer(events.length, 1 << 30);
+  events.forEach((ev, i) => buffer.add(ev, i + 1));
+  const run = buffer.after(0, events.length, 1 << 30);
+  if (run !== null && run.count !== events.length) throw new Error('batchRequest: events larger than a chunk');
+  return encodeBatchRequest(run?.framed ?? new Uint8Array(0), rest);
+}
+
 export function echoEvent(seq: number, overrides: icmpwatch.v1.IEvent = {}): icmpwatch.v1.IEvent {
   return {
     time: { seconds: BASE_SECONDS, nanos: seq * 1000 },

@@ -4,37 +4,101 @@
 // written even when empty (an Icmp without fields still says the header was decoded). A value this
 // encoder does not handle (a Long, a negative or fractional number) makes it hand the event to
 // protobufjs. test/agent/export/exporter.test.ts compares the two on random events.
+//
+// The exporter has events written framed (as EventBatch.events: tag, length, Event) straight into
+// the chunks its send buffer keeps them in, so a batch is one run of bytes and an event costs no
+// buffer of its own.
 import { icmpwatch, type google } from '../../common/proto.js';
-import { varintLength, writeVarint } from '../../common/protobuf-wire.js';
+import { fieldTag, varintLength, writeVarint } from '../../common/protobuf-wire.js';
 
 const VARINT = 0;
 const LENGTH_DELIMITED = 2;
 
+/** Field number of EventBatch.events, the field framed events are written as. */
+const EVENT_BATCH_EVENTS = 1;
+
 class Unsupported extends Error {}
+/** The event ran past the end of a caller's chunk. */
+class NoRoom extends Error {}
+
+/** Bytes kept by the object they were encoded from; the last one asked for is checked first (packets of a flow come together). */
+class KeptBytes<T extends object> {
+  private readonly known = new WeakMap<T, Uint8Array>();
+  private last: T | null = null;
+  private lastBytes: Uint8Array | undefined = undefined;
+
+  get(value: T): Uint8Array | undefined {
+    if (value !== this.last) {
+      this.last = value;
+      this.lastBytes = this.known.get(value);
+    }
+    return this.lastBytes;
+  }
+
+  set(value: T, bytes: Uint8Array): void {
+    this.known.set(value, bytes);
+    this.last = value;
+    this.lastBytes = bytes;
+  }
+}
 
 class EventEncoder {
-  private buf = Buffer.allocUnsafe(4096);
+  private readonly scratch: { buf: Buffer } = { buf: Buffer.allocUnsafe(4096) };
+  private buf: Buffer = this.scratch.buf;
   private pos = 0;
+  /** Writing into a caller's chunk, which cannot grow (other events live in it). */
+  private fixed = false;
   /**
    * Fields (tag, length and message) encoded before, by the object they were encoded from: the
    * agent hands the same endpoint and observation objects over for every packet of a flow, and
    * never changes them.
    */
-  private readonly sources = new WeakMap<icmpwatch.v1.IEndpoint, Uint8Array>();
-  private readonly destinations = new WeakMap<icmpwatch.v1.IEndpoint, Uint8Array>();
-  private readonly observations = new WeakMap<icmpwatch.v1.IObservation, Uint8Array>();
+  private readonly sources = new KeptBytes<icmpwatch.v1.IEndpoint>();
+  private readonly destinations = new KeptBytes<icmpwatch.v1.IEndpoint>();
+  private readonly observations = new KeptBytes<icmpwatch.v1.IObservation>();
 
   encode(ev: icmpwatch.v1.IEvent): Uint8Array {
+    this.buf = this.scratch.buf;
+    this.fixed = false;
     this.pos = 0;
     try {
       this.event(ev);
     } catch (err) {
       if (err instanceof Unsupported) return icmpwatch.v1.Event.encode(ev).finish();
       throw err;
+    } finally {
+      this.scratch.buf = this.buf;
     }
     const out = Buffer.allocUnsafe(this.pos);
     this.buf.copy(out, 0, 0, this.pos);
     return out;
+  }
+
+  /** See encodeFramedEvent. */
+  framed(ev: icmpwatch.v1.IEvent, into: Buffer, at: number): number {
+    this.buf = into;
+    this.fixed = true;
+    this.pos = at;
+    try {
+      this.tag(EVENT_BATCH_EVENTS, LENGTH_DELIMITED);
+      // Two bytes for the length: enriched events are 128 bytes to 16 KiB long.
+      const start = this.begin(2);
+      this.event(ev);
+      this.end(start, 2);
+    } catch (err) {
+      if (err instanceof NoRoom) return -1;
+      if (!(err instanceof Unsupported)) throw err;
+      const bytes = icmpwatch.v1.Event.encode(ev).finish();
+      if (at + 1 + varintLength(bytes.length) + bytes.length > into.length) return -1;
+      into[at] = fieldTag(EVENT_BATCH_EVENTS, LENGTH_DELIMITED);
+      this.pos = writeVarint(into, at + 1, bytes.length);
+      into.set(bytes, this.pos);
+      this.pos += bytes.length;
+    } finally {
+      this.buf = this.scratch.buf;
+      this.fixed = false;
+    }
+    return this.pos;
   }
 
   private event(ev: icmpwatch.v1.IEvent): void {
@@ -129,17 +193,17 @@ class EventEncoder {
     this.uint(4, s.sightings, UINT64);
   }
 
-  private cachedMessage<T extends object>(field: number, value: T, write: (this: EventEncoder, value: T) => void, known: WeakMap<T, Uint8Array>): void {
-    const bytes = known.get(value);
+  private cachedMessage<T extends object>(field: number, value: T, write: (this: EventEncoder, value: T) => void, kept: KeptBytes<T>): void {
+    const bytes = kept.get(value);
     if (bytes !== undefined) {
-      this.reserve(bytes.length);
+      if (this.pos + bytes.length > this.buf.length) this.makeRoom(bytes.length);
       this.buf.set(bytes, this.pos);
       this.pos += bytes.length;
       return;
     }
     const start = this.pos;
     this.message(field, value, write);
-    known.set(value, new Uint8Array(this.buf.subarray(start, this.pos)));
+    kept.set(value, new Uint8Array(this.buf.subarray(start, this.pos)));
   }
 
   private message<T>(field: number, value: T, write: (this: EventEncoder, value: T) => void): void {
@@ -149,64 +213,82 @@ class EventEncoder {
     this.end(start);
   }
 
-  /** Reserves one byte for a length (most nested messages are shorter than 128 bytes). */
-  private begin(): number {
-    this.reserve(1);
-    return ++this.pos;
+  /** Reserves `bytes` for a length (one: most nested messages are shorter than 128 bytes). */
+  private begin(bytes = 1): number {
+    if (this.pos + bytes > this.buf.length) this.makeRoom(bytes);
+    return (this.pos += bytes);
   }
 
-  /** Writes the length of what follows `start`, moving it when the length needs more than a byte. */
-  private end(start: number): void {
+  /** Writes the length of what follows `start`, moving it when the length needs other than the `reserved` bytes. */
+  private end(start: number, reserved = 1): void {
     const length = this.pos - start;
-    if (length < 0x80) {
+    if (length < 0x80 && reserved === 1) {
       this.buf[start - 1] = length;
       return;
     }
-    const extra = varintLength(length) - 1;
-    this.reserve(extra);
-    this.buf.copyWithin(start + extra, start, this.pos);
-    this.pos += extra;
-    writeVarint(this.buf, start - 1, length);
+    const shift = varintLength(length) - reserved;
+    if (shift !== 0) {
+      if (shift > 0 && this.pos + shift > this.buf.length) this.makeRoom(shift);
+      this.buf.copyWithin(start + shift, start, this.pos);
+      this.pos += shift;
+    }
+    writeVarint(this.buf, start - reserved, length);
   }
 
   private tag(field: number, wireType: number): void {
-    this.reserve(1);
+    if (this.pos + 1 > this.buf.length) this.makeRoom(1);
     this.buf[this.pos++] = (field << 3) | wireType;
   }
 
-  /** A varint field (uint32 unless `max` says otherwise); 0 is left out. */
+  /** A varint field (uint32 unless `max` says otherwise); 0 is left out. One reserve and store per byte: most fields of an event are this. */
   private uint(field: number, value: unknown, max = UINT32): void {
-    if (value == null) return;
+    if (value == null || value === 0) return;
     const n = checked(value, max);
-    if (n === 0) return;
-    this.tag(field, VARINT);
-    this.varint(n);
+    if (this.pos + 11 > this.buf.length) this.makeRoom(11);
+    const buf = this.buf;
+    let pos = this.pos;
+    buf[pos++] = (field << 3) | VARINT;
+    if (n > 0x7fffffff) {
+      this.pos = writeVarint(buf, pos, n);
+      return;
+    }
+    let rest = n;
+    for (; rest >= 0x80; rest >>>= 7) buf[pos++] = (rest & 0x7f) | 0x80;
+    buf[pos++] = rest;
+    this.pos = pos;
   }
 
   private varint(n: number): void {
-    this.reserve(10);
+    if (this.pos + 10 > this.buf.length) this.makeRoom(10);
     this.pos = writeVarint(this.buf, this.pos, n);
   }
 
   private string(field: number, s: string | null | undefined): void {
     if (s == null || s === '') return;
-    this.tag(field, LENGTH_DELIMITED);
-    const ascii = isAscii(s);
-    const length = ascii ? s.length : Buffer.byteLength(s);
-    this.varint(length);
-    this.reserve(length);
-    if (ascii) {
-      const buf = this.buf;
-      let pos = this.pos;
-      for (let i = 0; i < s.length; i++) buf[pos++] = s.charCodeAt(i);
-      this.pos = pos;
-    } else {
-      this.pos += this.buf.write(s, this.pos);
+    const n = s.length;
+    if (this.pos + 11 + n > this.buf.length) this.makeRoom(11 + n);
+    const buf = this.buf;
+    buf[this.pos] = (field << 3) | LENGTH_DELIMITED;
+    if (n < 0x80) {
+      // The usual case, in one pass: short ASCII text, a one-byte length.
+      const text = this.pos + 2;
+      let i = 0;
+      for (let c = 0; i < n && (c = s.charCodeAt(i)) < 0x80; i++) buf[text + i] = c;
+      if (i === n) {
+        buf[this.pos + 1] = n;
+        this.pos = text + n;
+        return;
+      }
     }
+    const length = Buffer.byteLength(s);
+    this.pos = writeVarint(buf, this.pos + 1, length);
+    if (this.pos + length > this.buf.length) this.makeRoom(length);
+    this.pos += this.buf.write(s, this.pos);
   }
 
-  private reserve(bytes: number): void {
-    if (this.pos + bytes <= this.buf.length) return;
+  /** The slow half of each `if (this.pos + n > this.buf.length)` check, apart so the check is inlined. */
+  private makeRoom(bytes: number): void {
+    if (this.fixed) throw new NoRoom();
     const grown = Buffer.allocUnsafe(Math.max(2 * this.buf.length, this.pos + bytes));
     this.buf.copy(grown, 0, 0, this.pos);
     this.buf = grown;
@@ -224,14 +306,17 @@ function checked(value: unknown, max: number): number {
   return value;
 }
 
-function isAscii(s: string): boolean {
-  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
-  return true;
-}
-
 const encoder = new EventEncoder();
 
 /** The Event message's bytes, in a buffer of their own. */
 export function encodeEvent(event: icmpwatch.v1.IEvent): Uint8Array {
   return encoder.encode(event);
+}
+
+/**
+ * Writes the event as an EventBatch.events field (tag, length, Event message) into `into` from
+ * `at`; returns where it ends, or -1 when it does not fit before the end of `into`.
+ */
+export function encodeFramedEvent(event: icmpwatch.v1.IEvent, into: Buffer, at: number): number {
+  return encoder.framed(event, into, at);
 }

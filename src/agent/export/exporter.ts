@@ -12,7 +12,6 @@ import type { Logger } from '../../common/log.js';
 import { icmpwatch } from '../../common/proto.js';
 import { Backoff } from './backoff.js';
 import { encodeBatchRequest } from './batch-request.js';
-import { encodeEvent } from './event-encoder.js';
 import { SendBuffer } from './send-buffer.js';
 
 export interface AgentCounters {
@@ -52,6 +51,7 @@ export interface ExporterState {
 type IngestStream = ClientDuplexStream<icmpwatch.v1.IIngestRequest | Uint8Array, icmpwatch.v1.IIngestResponse>;
 
 const MAX_BATCH_BYTES = 1 << 20;
+const NO_EVENTS = new Uint8Array(0);
 /** An empty batch carries the counters when there were no events for this long. */
 const HEARTBEAT_MS = 10_000;
 
@@ -145,7 +145,7 @@ export class CollectorExporter {
       const sequence = Number(event.sequence ?? 0);
       if (!(sequence > this.lastPublished)) throw new Error(`event sequence ${sequence} does not follow ${this.lastPublished}`);
       this.lastPublished = sequence;
-      this.countDropped(this.buffer.add({ encoded: encodeEvent(event), sequence, time: event.time ?? null }));
+      this.countDropped(this.buffer.add(event, sequence));
       if (sequence - this.sentThrough >= this.options.batchSize) this.send(false);
       else this.batchTimer ??= setTimeout(() => this.send(false), this.options.batchDelayMs);
     } catch (err) {
@@ -268,17 +268,14 @@ export class CollectorExporter {
       const events = this.buffer.after(this.sentThrough, this.options.batchSize, MAX_BATCH_BYTES);
       const drop = this.buffer.dropped;
       const dropNews = drop !== null && drop.version !== this.dropSent;
-      if (events.length === 0 && !dropNews && !force) return;
+      if (events === null && !dropNews && !force) return;
       force = false;
       const c = this.options.counters();
-      const request = encodeBatchRequest(
-        events.map((e) => e.encoded),
-        {
-          counters: { ...c, exportDropped: this.droppedTotal },
-          dropped: drop && { firstSequence: drop.firstSequence, lastSequence: drop.lastSequence, first: drop.first, last: drop.last },
-        },
-      );
-      if (events.length > 0) this.sentThrough = events[events.length - 1]!.sequence;
+      const request = encodeBatchRequest(events?.framed ?? NO_EVENTS, {
+        counters: { ...c, exportDropped: this.droppedTotal },
+        dropped: drop && { firstSequence: drop.firstSequence, lastSequence: drop.lastSequence, first: drop.first, last: drop.last },
+      });
+      if (events !== null) this.sentThrough = events.lastSequence;
       if (drop) this.dropSent = drop.version;
       this.lastSendMs = Date.now();
       const stream = this.stream;

@@ -4,15 +4,14 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { Registry } from 'prom-client';
 import { Backoff } from '../../../src/agent/export/backoff.js';
-import { encodeBatchRequest } from '../../../src/agent/export/batch-request.js';
-import { encodeEvent } from '../../../src/agent/export/event-encoder.js';
+import { encodeEvent, encodeFramedEvent } from '../../../src/agent/export/event-encoder.js';
 import type { CollectorExporter } from '../../../src/agent/export/exporter.js';
 import { SendBuffer } from '../../../src/agent/export/send-buffer.js';
 import type { Collector } from '../../../src/collector/collector.js';
 import { ObserverClient } from '../../../src/common/grpc/clients.js';
 import { icmpwatch } from '../../../src/common/proto.js';
 import { Random, fuzzSeed, reportSeedOnFailure } from '../../fuzz.js';
-import { CollectingSubscriber, echoEvent, eventually, freePort, range, sequences, startCollector, startExporter } from '../../collector/harness.js';
+import { CollectingSubscriber, batchRequest, echoEvent, eventually, freePort, range, sequences, startCollector, startExporter } from '../../collector/harness.js';
 
 async function history(address: string) {
   const client = new ObserverClient(address);
@@ -160,31 +159,102 @@ describe('agent: export Backoff', () => {
 });
 
 describe('agent: export SendBuffer', () => {
-  const entry = (sequence: number, bytes = 10) => ({ encoded: new Uint8Array(bytes), sequence, time: echoEvent(sequence).time! });
+  const framed = (events: icmpwatch.v1.IEvent[]) => icmpwatch.v1.EventBatch.encode({ events }).finish();
+  const sequencesIn = (bytes: Uint8Array) => icmpwatch.v1.EventBatch.decode(bytes).events.map((e) => Number(e.sequence));
 
   it('keeps one range of dropped sequences until an acknowledgement covers it', () => {
-    const buffer = new SendBuffer(3, 1000);
-    for (const seq of range(1, 6)) buffer.add(entry(seq));
+    const buffer = new SendBuffer(3, 1 << 20);
+    for (const seq of range(1, 6)) buffer.add(echoEvent(seq), seq);
     expect(buffer.dropped).to.include({ firstSequence: 1, lastSequence: 3 });
-    expect(buffer.after(0, 10, 1000).map((e) => e.sequence)).to.deep.equal([4, 5, 6]);
-    expect(buffer.after(4, 1, 1000).map((e) => e.sequence)).to.deep.equal([5]);
+    expect(buffer.dropped!.first).to.deep.equal(echoEvent(1).time);
+    expect(buffer.dropped!.last).to.deep.equal(echoEvent(3).time);
+    const all = buffer.after(0, 10, 1 << 20)!;
+    expect(all).to.include({ count: 3, lastSequence: 6 });
+    expect(Buffer.from(all.framed)).to.deep.equal(Buffer.from(framed(range(4, 6).map((seq) => echoEvent(seq)))));
+    expect(sequencesIn(buffer.after(4, 1, 1 << 20)!.framed)).to.deep.equal([5]);
+    expect(buffer.after(6, 10, 1 << 20)).to.equal(null);
     expect(buffer.ack(2)).to.equal(0);
     expect(buffer.dropped).to.not.equal(null);
     expect(buffer.ack(4)).to.equal(1);
     expect(buffer.dropped).to.equal(null);
-    expect([buffer.length, buffer.bytes]).to.deep.equal([2, 20]);
+    expect([buffer.length, buffer.bytes]).to.deep.equal([2, framed([echoEvent(5), echoEvent(6)]).length]);
+  });
+
+  describe('against a list of events, on random adds, acknowledgements and batches', () => {
+    const seed = fuzzSeed(0x5bf0);
+    afterEach(function () {
+      reportSeedOnFailure(this, seed);
+    });
+
+    it('batches hold the next events in order, whole, within the bounds, across chunks', () => {
+      const r = new Random(seed);
+      for (let round = 0; round < 20; round++) {
+        const maxEvents = r.pick([5, 200, 5000]);
+        const maxBytes = r.pick([4096, 200_000, 1 << 30]);
+        const buffer = new SendBuffer(maxEvents, maxBytes);
+        // The model: the buffered events' sequences and framed sizes, dropped oldest first by the same bounds.
+        let model: { sequence: number; size: number }[] = [];
+        let modelDropped: [number, number] | null = null;
+        let sequence = 0;
+        let acked = 0;
+        for (let op = 0; op < 1500; op++) {
+          const what = r.int(10);
+          if (what < 7) {
+            // Sizes that fill chunks (64 KiB to 1 MiB) in tens of events; now and then one larger than a chunk.
+            const pad = r.chance(0.002) ? 'p'.repeat(1_500_000) : 'n'.repeat(r.int(r.pick([100, 3000, 20_000])));
+            const ev = echoEvent(++sequence, { node: `node-${pad}` });
+            const size = framed([ev]).length;
+            model.push({ sequence, size });
+            let bytes = model.reduce((n, e) => n + e.size, 0);
+            let expectDropped = 0;
+            while (model.length > maxEvents || (bytes > maxBytes && model.length > 1)) {
+              const gone = model.shift()!;
+              bytes -= gone.size;
+              modelDropped = [modelDropped?.[0] ?? gone.sequence, gone.sequence];
+              expectDropped++;
+            }
+            expect(buffer.add(ev, sequence)).to.equal(expectDropped);
+          } else if (what < 8) {
+            acked = Math.min(sequence, acked + r.int(30));
+            const removed = model.filter((e) => e.sequence <= acked).length;
+            model = model.filter((e) => e.sequence > acked);
+            if (modelDropped && modelDropped[1] <= acked) modelDropped = null;
+            expect(buffer.ack(acked)).to.equal(removed);
+          } else {
+            const from = acked + r.int(Math.max(1, sequence - acked));
+            const batchEvents = r.pick([1, 7, 500]);
+            const batchBytes = r.pick([100, 64 << 10, 1 << 20]);
+            const run = buffer.after(from, batchEvents, batchBytes);
+            const next = model.filter((e) => e.sequence > from);
+            if (next.length === 0) {
+              expect(run).to.equal(null);
+              continue;
+            }
+            expect(run).to.not.equal(null);
+            const got = sequencesIn(run!.framed);
+            expect(got).to.deep.equal(next.slice(0, run!.count).map((e) => e.sequence));
+            expect(run!.lastSequence).to.equal(got.at(-1));
+            expect(run!.count).to.be.within(1, batchEvents);
+            if (run!.count > 1) expect(run!.framed.length).to.be.at.most(batchBytes);
+          }
+          expect(buffer.length).to.equal(model.length);
+          expect(buffer.bytes).to.equal(model.reduce((n, e) => n + e.size, 0));
+          expect(buffer.dropped && [buffer.dropped.firstSequence, buffer.dropped.lastSequence]).to.deep.equal(modelDropped);
+        }
+      }
+    });
   });
 });
 
 describe('agent: export batch request', () => {
-  it('decodes to the same IngestRequest as the generic encoder, from events encoded one by one', () => {
+  it('decodes to the same IngestRequest as the generic encoder, from events framed as the send buffer keeps them', () => {
     const long = 'x'.repeat(300); // an event longer than 127 bytes: a two-byte length
     const dropped = { firstSequence: 3, lastSequence: 9, first: echoEvent(3).time, last: echoEvent(9).time };
     const counters = { events: 2 ** 40, lost: 7, malformed: 0, suppressed: 1, exportDropped: 7 };
     for (const events of [[], [echoEvent(1)], range(1, 500).map((seq) => echoEvent(seq, seq % 7 ? {} : { node: long }))]) {
       for (const rest of [{ counters, dropped }, { counters, dropped: null }, {}]) {
         const expected = icmpwatch.v1.IngestRequest.encode({ batch: { events, ...rest } }).finish();
-        const bytes = encodeBatchRequest(events.map(encodeEvent), rest);
+        const bytes = batchRequest(events, rest);
         expect(bytes.length).to.equal(expected.length);
         expect(icmpwatch.v1.IngestRequest.toObject(icmpwatch.v1.IngestRequest.decode(bytes))).to.deep.equal(
           icmpwatch.v1.IngestRequest.toObject(icmpwatch.v1.IngestRequest.decode(expected)),
@@ -239,6 +309,14 @@ describe('agent: export event encoder', () => {
       return false;
     }
     expect(asObject(encodeEvent(ev)), JSON.stringify(ev)).to.deep.equal(asObject(expected));
+    // Framed into a chunk, after what is there: the same event, nothing before it touched, and
+    // -1 (not a partial event) when the chunk ends too soon.
+    const chunk = Buffer.alloc(1 << 16, 0xee);
+    const end = encodeFramedEvent(ev, chunk, 3);
+    const batch = icmpwatch.v1.EventBatch.decode(chunk.subarray(3, end));
+    expect(batch.events.map((e) => icmpwatch.v1.Event.toObject(e as icmpwatch.v1.Event, { defaults: true, longs: String }))).to.deep.equal([asObject(expected)]);
+    expect([...chunk.subarray(0, 3)]).to.deep.equal([0xee, 0xee, 0xee]);
+    expect(encodeFramedEvent(ev, Buffer.alloc(end - 1), 3)).to.equal(-1);
     return true;
   }
 

@@ -2,14 +2,14 @@
 // the fields the collector reads; what protobufjs would not decode is refused.
 import { expect } from 'chai';
 import $protobuf from 'protobufjs/minimal.js';
-import { encodeBatchRequest } from '../../../src/agent/export/batch-request.js';
 import { encodeEvent } from '../../../src/agent/export/event-encoder.js';
 import { decodeIngestRequest } from '../../../src/common/grpc/ingest-request.js';
 import { icmpwatch } from '../../../src/common/proto.js';
+import { batchRequest } from '../../collector/harness.js';
 
 const v1 = icmpwatch.v1;
 const event = (sequence: number): icmpwatch.v1.IEvent => ({ node: 'n', sequence, source: { ip: '10.0.0.1', labels: { app: `a${sequence}` } }, flags: [1, 2] });
-const batchBytes = (...sequences: number[]) => Buffer.from(encodeBatchRequest(sequences.map((s) => encodeEvent(event(s))), { counters: { lost: 1 } }));
+const batchBytes = (...sequences: number[]) => batchRequest(sequences.map(event), { counters: { lost: 1 } });
 const helloBytes = () => Buffer.from(v1.IngestRequest.encode({ hello: { node: 'n', agentInstance: 'i' } }).finish());
 const toObject = (e: icmpwatch.v1.IEvent) => v1.Event.toObject(v1.Event.decode(v1.Event.encode(e).finish()), { longs: Number, defaults: true });
 
