@@ -11,6 +11,7 @@
 //   tsx test/bench/pipeline.ts           full run; writes its block of BENCHMARKS.md
 //   QUICK=1 tsx test/bench/pipeline.ts   fewer, shorter steps
 //   ONLY=ingest tsx test/bench/pipeline.ts   the ingest rows alone, printed (A/B runs of the collector)
+//   STEPS=10@50000,1@50000 tsx test/bench/pipeline.ts   those end-to-end steps alone (SUBSCRIBERS@EVENTS_PER_SECOND), printed
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -23,7 +24,7 @@ import { ObserverClient } from '../../src/common/grpc/clients.js';
 import { icmpwatch } from '../../src/common/proto.js';
 import { silentLog } from '../collector/harness.js';
 import { follow, RPC } from './follow.js';
-import { CACHE, NODE, QUICK, ROOT, fixed, header, int, log, machine, percentile, publish } from './report.js';
+import { CACHE, NODE, QUICK, ROOT, STEPS, fixed, header, int, log, machine, percentile, publish } from './report.js';
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -36,6 +37,14 @@ const E2E_SUBSCRIBERS = QUICK ? [1, 10] : [1, 10, 50];
 const E2E_RATES = QUICK ? [20_000] : [10_000, 25_000, 50_000]; // events/s: requests + replies
 const E2E_SECONDS = QUICK ? 3 : 5;
 const ONLY_INGEST = process.env.ONLY === 'ingest';
+const E2E_PLAN: { subscribers: number; rate: number }[] =
+  STEPS !== null
+    ? STEPS.split(',').map((step) => {
+        const match = /^(\d+)@(\d+)$/.exec(step);
+        if (!match) throw new Error(`STEPS: '${step}' is not SUBSCRIBERS@EVENTS_PER_SECOND`);
+        return { subscribers: Number(match[1]), rate: Number(match[2]) };
+      })
+    : E2E_SUBSCRIBERS.flatMap((subscribers) => E2E_RATES.map((rate) => ({ subscribers, rate })));
 
 // ---------------------------------------------------------------------------------------------
 // Processes measured from outside
@@ -321,18 +330,16 @@ async function main(): Promise<void> {
   if (!existsSync(join(CACHE, 'icmpgen'))) await run('cc', ['-O2', '-Wall', '-o', join(CACHE, 'icmpgen'), join(ROOT, 'test/bench/icmpgen.c')]);
 
   const ingestRows: IngestRow[] = [];
-  for (const agents of INGEST_AGENTS) {
+  for (const agents of STEPS === null ? INGEST_AGENTS : []) {
     log(`ingest: ${agents} agent(s), ${int(INGEST_EVENTS)} events`);
     ingestRows.push(await ingest(agents));
   }
   const e2eRows: EndToEndRow[] = [];
   const net = await DemoNetwork.create('routed', 2);
   try {
-    for (const subscribers of E2E_SUBSCRIBERS) {
-      for (const rate of E2E_RATES) {
-        log(`end to end: ${subscribers} subscriber(s) at ${int(rate)} events/s`);
-        e2eRows.push(await endToEnd(net, subscribers, rate));
-      }
+    for (const { subscribers, rate } of E2E_PLAN) {
+      log(`end to end: ${subscribers} subscriber(s) at ${int(rate)} events/s`);
+      e2eRows.push(await endToEnd(net, subscribers, rate));
     }
   } finally {
     await net.destroy();
