@@ -20,7 +20,7 @@ export const summary = `icmpwatch agent: capture ICMP/ICMPv6 on this node and pr
   --kubeconfig PATH         name addresses from this cluster (default in a pod: its service account)
   --endpoints-file FILE     JSON {"endpoints":[{"ip","namespace","pod",...}]} naming addresses; reloaded on change
   --events-per-second N     per-node limit before packets are only counted in-kernel (default 10000; 0 = none)
-  --ring-bytes N            BPF ring buffer size, a power of two (default 4194304)
+  --ring-bytes N            BPF ring buffer size, a power of two up to 1 GiB (default 4194304)
   --collector HOST:PORT     stream events to the collector (the node log keeps printing when it is down)
   --tls-ca FILE             with --collector: CA of the collector's certificate (PEM)
   --tls-cert FILE           this agent's client certificate (subject CN=icmpwatch-agent) and key (PEM);
@@ -44,6 +44,8 @@ export const Flags = z.object({
     .number()
     .int()
     .min(4096)
+    // The reader keeps ring offsets in 32-bit integer arithmetic.
+    .max(2 ** 30)
     // Not n & (n - 1): bitwise operators see only the low 32 bits (2^32 + 2^31 would pass).
     .refine((n) => 2 ** Math.round(Math.log2(n)) === n, 'must be a power of two')
     .default(4 * 1024 * 1024),

@@ -19,6 +19,7 @@ describe('icmpwatch agent (CLI)', function () {
       [['--probe', 'kprobe'], /--probe: /],
       [['--ring-bytes', '1000'], /--ring-bytes: /],
       [['--ring-bytes', '12288'], /--ring-bytes: must be a power of two/],
+      [['--ring-bytes', String(2 ** 31)], /--ring-bytes: /],
       [['--events-per-second', '-1'], /--events-per-second: /],
       [['--metrics-addr', 'nope'], /--metrics-addr: /],
       [['--no-such-flag'], /unknown flag --no-such-flag/],

@@ -85,8 +85,12 @@ export class RingReader {
     let cons = Number(Atomics.load(this.consumerPos, 0));
     const prod = Number(Atomics.load(this.producerPos, 0));
     let delivered = 0;
+    // The positions count bytes since the map was made and pass 2^31 within minutes at high rates,
+    // where `%` is a float remainder: it is taken once, and the offset then only grows. A drain
+    // reads at most the ring's size from below it, and the data pages are mapped twice, so the
+    // offset stays inside the mapping (and below 2^31: the ring is at most 1 GiB).
+    let off = cons % this.size;
     while (cons < prod) {
-      const off = cons % this.size;
       const header = ORDERED_LOADS ? this.data.u32[off >> 2]! : Atomics.load(this.data.u32, off >> 2);
       if (header & BUSY_BIT) break; // reserved, not yet committed
       const len = header & ~(BUSY_BIT | DISCARD_BIT);
@@ -94,7 +98,9 @@ export class RingReader {
         this.onRecord(this.data, off + HEADER, len);
         delivered++;
       }
-      cons += (len + HEADER + 7) & ~7;
+      const step = (len + HEADER + 7) & ~7;
+      cons += step;
+      off += step;
     }
     Atomics.store(this.consumerPos, 0, BigInt(cons));
     return delivered;

@@ -1,5 +1,6 @@
-// The ring reader on the real kernel: every record of a sustained stream delivered, one drain per
-// batch interval while busy, none while idle, and a wake-up again once traffic resumes.
+// The ring reader on the real kernel: every record of a sustained stream delivered across the
+// ring's wrap, one drain per batch interval while busy, none while idle, and a wake-up again once
+// traffic resumes.
 import { expect } from 'chai';
 import { DemoNetwork } from '../../../src/cli/demo-network.js';
 import { type CapturedPacket } from '../../../src/agent/probe/decoder.js';
@@ -24,7 +25,8 @@ describe('ring reader on the real kernel', function () {
       return drain.call(this);
     };
     probe = Probe.open({
-      hook: 'tp_btf', objectPath: DEFAULT_OBJECT, btfPath: null, ringBytes: 1 << 20, eventsPerSecond: 0, wakeupBytes: 64 << 10,
+      // 16 KiB: the stream below wraps the ring a dozen times, with room for a batch interval's records.
+      hook: 'tp_btf', objectPath: DEFAULT_OBJECT, btfPath: null, ringBytes: 1 << 14, eventsPerSecond: 0, wakeupBytes: 4096,
       onLibbpfMessage: () => {},
     });
     probe.startReading((p) => packets.push({ ...p }));
