@@ -9,10 +9,7 @@
 // the chunks its send buffer keeps them in, so a batch is one run of bytes and an event costs no
 // buffer of its own.
 import { icmpwatch, type google } from '../../common/proto.js';
-import { fieldTag, varintLength, writeVarint } from '../../common/protobuf-wire.js';
-
-const VARINT = 0;
-const LENGTH_DELIMITED = 2;
+import { fieldTag, varintLength, WIRE_LENGTH_DELIMITED as LENGTH_DELIMITED, WIRE_VARINT as VARINT, writeVarint } from '../../common/protobuf-wire.js';
 
 /** Field number of EventBatch.events, the field framed events are written as. */
 const EVENT_BATCH_EVENTS = 1;
