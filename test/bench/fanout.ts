@@ -52,9 +52,9 @@ async function subscribers(address: string, count: number): Promise<void> {
   let lostNotices = 0;
   const clients = Array.from({ length: count }, () => new ObserverClient(address, { 'grpc.use_local_subchannel_pool': 1 }));
   const streams = clients.map((client, i) =>
-    follow(client, (r) => {
-      if (r.event) received[i]!++;
-      else if (r.lostEvents) lostNotices++;
+    follow(client, {}, (r) => {
+      if (r.kind === 'event') received[i]!++;
+      else if (r.kind === 'lost') lostNotices++;
     }).on('error', () => {}),
   );
   process.stdout.write('ready\n');

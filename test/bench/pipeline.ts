@@ -36,6 +36,10 @@ const INGEST_EVENTS = QUICK ? 100_000 : 400_000; // in all, split between the ag
 const E2E_SUBSCRIBERS = QUICK ? [10] : [1, 10, 50]; // quick: the target's figure
 const E2E_RATES = QUICK ? [20_000] : [10_000, 25_000, 50_000]; // events/s: requests + replies
 const E2E_SECONDS = QUICK ? 3 : 5;
+/** The same traffic first, not counted: fresh processes compile their hot paths in the first second. */
+const E2E_WARMUP_SECONDS = 1;
+/** What the pipeline may still hold of traffic that has stopped: the sighting hold, batching, fan-out. */
+const E2E_SETTLE_MS = 1500;
 const ONLY_INGEST = process.env.ONLY === 'ingest';
 const E2E_PLAN: { subscribers: number; rate: number }[] =
   STEPS !== null
@@ -105,16 +109,19 @@ async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode === null) child.kill('SIGKILL');
 }
 
-/** Runs this file in a child (`--role ...`), which prints one JSON line when done. */
-function helper<T>(args: string[]): { child: ChildProcess; started: Promise<unknown>; result: Promise<T> } {
+/**
+ * Runs this file in a child (`--role ...`), which prints one JSON line when done; `said()`
+ * resolves on the next line it prints before that.
+ */
+function helper<T>(args: string[]): { child: ChildProcess; said: () => Promise<void>; result: Promise<T> } {
   const child = track(spawn(NODE, ['--import', 'tsx', SELF, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] }));
   let out = '';
-  const started = new Promise((resolve) => child.stdout!.once('data', resolve));
+  const said = () => new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   const result = new Promise<T>((resolve, reject) =>
     child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!) as T) : reject(new Error(`${args[1]} helper exited ${code}`)))),
   );
-  return { child, started, result };
+  return { child, said, result };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,29 +217,32 @@ interface SubscribersResult {
 
 /**
  * Role `subscribers`: S follow streams; counts each one's events between the two pod addresses
- * and, on the first stream, the latency from the event's kernel time to receipt. Ends on SIGTERM.
+ * and, on the first stream, the latency from the event's kernel time to receipt. SIGUSR1 starts
+ * the counts again (after the warm-up; answered with a line); SIGTERM ends it.
  */
 async function runSubscribers(address: string, count: number, ips: string[]): Promise<SubscribersResult> {
   // Each on its own connection, as from S machines.
   const clients = Array.from({ length: count }, () => new ObserverClient(address, { 'grpc.use_local_subchannel_pool': 1 }));
-  const received = new Array<number>(count).fill(0);
-  const latencies: number[] = [];
+  let received = new Array<number>(count).fill(0);
+  let latencies: number[] = [];
   let lostNotices = 0;
   let lostEvents = 0;
-  const ours = new Set(ips);
+  process.on('SIGUSR1', () => {
+    received = new Array<number>(count).fill(0);
+    latencies = [];
+    lostNotices = 0;
+    lostEvents = 0;
+    process.stdout.write('{"reset":true}\n');
+  });
   const streams = Array.from({ length: count }, (_, i) => {
-    const stream = follow(clients[i]!, (r) => {
-      if (r.lostEvents) {
+    const stream = follow(clients[i]!, { addresses: ips, times: i === 0 }, (r) => {
+      if (r.kind === 'lost') {
         lostNotices++;
-        lostEvents += Number(r.lostEvents.count ?? 0);
+        lostEvents += r.lost;
       }
-      const e = r.event;
-      if (!e || !ours.has(e.source?.ip ?? '') || !ours.has(e.destination?.ip ?? '')) return;
+      if (!r.between) return;
       received[i]!++;
-      if (i === 0) {
-        const t = Number(e.time!.seconds) * 1000 + (e.time!.nanos ?? 0) / 1e6;
-        latencies.push(performance.timeOrigin + performance.now() - t);
-      }
+      if (i === 0) latencies.push(performance.timeOrigin + performance.now() - r.timeMs);
     });
     stream.on('error', () => {});
     return stream;
@@ -260,6 +270,7 @@ interface EndToEndRow {
   latency: SubscribersResult['latencyMs'];
   agentUsPerEvent: number;
   collectorUsPerEvent: number;
+  subscribersUsPerEvent: number;
 }
 
 async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: number): Promise<EndToEndRow> {
@@ -269,20 +280,25 @@ async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: numbe
   const agent = track(spawn(CLI, ['agent', '--probe', 'tracepoint', '--collector', collector.address, '--insecure-plaintext', '--log-format', 'json',
     '--events-per-second', '0', '--metrics-addr', `127.0.0.1:${agentMetrics}`, '--node-name', 'bench'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: ROOT }));
   const subs = helper<SubscribersResult>(['--role', 'subscribers', collector.address, String(subscribers), a.ipv4, b.ipv4]);
+  const streamsOpen = subs.said();
+  const ping = async (seconds: number) => {
+    const requests = Math.round((eventsPerS / 2) * seconds);
+    const out = await net.exec(a.netns, [join(CACHE, 'icmpgen'), '-d', b.ipv4, '-n', String(requests), '-r', String(eventsPerS / 2), '-i', '7000'], 120_000);
+    await sleep(E2E_SETTLE_MS);
+    return JSON.parse(out.stdout.trim().split('\n').pop()!) as { sent: number; rate: number };
+  };
   try {
     await waitReady(agent, agentMetrics, 'agent');
-    await subs.started; // its streams are open
-    await sleep(500);
-    const agentCpu0 = cpuSeconds(agent.pid!);
-    const collectorCpu0 = cpuSeconds(collector.child.pid!);
+    await streamsOpen;
+    await ping(E2E_WARMUP_SECONDS);
+    const countsReset = subs.said();
+    subs.child.kill('SIGUSR1');
+    await countsReset;
+    const cpu0 = [agent.pid!, collector.child.pid!, subs.child.pid!].map(cpuSeconds);
     const e0 = (await metrics(agentMetrics)).icmpwatch_agent_events_total ?? 0;
-    const requests = Math.round((eventsPerS / 2) * E2E_SECONDS);
-    const out = await net.exec(a.netns, [join(CACHE, 'icmpgen'), '-d', b.ipv4, '-n', String(requests), '-r', String(eventsPerS / 2), '-i', '7000'], 120_000);
-    const gen = JSON.parse(out.stdout.trim().split('\n').pop()!) as { sent: number; rate: number };
-    await sleep(1500); // hold time, batching, fan-out
+    const gen = await ping(E2E_SECONDS);
     const agentEvents = ((await metrics(agentMetrics)).icmpwatch_agent_events_total ?? 0) - e0;
-    const agentCpu = cpuSeconds(agent.pid!) - agentCpu0;
-    const collectorCpu = cpuSeconds(collector.child.pid!) - collectorCpu0;
+    const [agentCpu, collectorCpu, subscribersCpu] = [agent.pid!, collector.child.pid!, subs.child.pid!].map((pid, i) => cpuSeconds(pid) - cpu0[i]!);
     subs.child.kill('SIGTERM');
     const r = await subs.result;
     return {
@@ -296,6 +312,7 @@ async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: numbe
       latency: r.latencyMs,
       agentUsPerEvent: (agentCpu * 1e6) / Math.max(1, agentEvents),
       collectorUsPerEvent: (collectorCpu * 1e6) / Math.max(1, agentEvents),
+      subscribersUsPerEvent: (subscribersCpu! * 1e6) / Math.max(1, agentEvents),
     };
   } finally {
     subs.result.catch(() => {}); // failed already, or killed here
@@ -350,12 +367,12 @@ async function main(): Promise<void> {
     '',
     ...ingestTable(ingestRows),
     '',
-    `#### End to end: kernel -> agent -> collector -> subscribers (${RPC}; routed demo pods, icmpgen paced for ${E2E_SECONDS} s; latency from the packet's kernel timestamp to receipt)`,
+    `#### End to end: kernel -> agent -> collector -> subscribers (${RPC}; routed demo pods, icmpgen paced for ${E2E_SECONDS} s after ${E2E_WARMUP_SECONDS} s of the same traffic not counted; latency from the packet's kernel timestamp to receipt; the S subscribers' CPU is their one helper process's)`,
     '',
-    '| subscribers | offered events/s | achieved | agent events | each subscriber got (min-max) | lost notices | p50 ms | p99 ms | max ms | agent CPU us/event | collector CPU us/event |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| subscribers | offered events/s | achieved | agent events | each subscriber got (min-max) | lost notices | p50 ms | p99 ms | max ms | agent CPU us/event | collector CPU us/event | subscribers\' CPU us/event |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...e2eRows.map((r) => `| ${r.subscribers} | ${int(r.offeredEventsPerS)} | ${int(r.achievedEventsPerS)} | ${int(r.agentEvents)} | ${int(r.minReceived)}-${int(r.maxReceived)} | ${r.lostNotices} | ` +
-      `${fixed(r.latency.p50)} | ${fixed(r.latency.p99)} | ${fixed(r.latency.max)} | ${fixed(r.agentUsPerEvent, 2)} | ${fixed(r.collectorUsPerEvent, 2)} |`),
+      `${fixed(r.latency.p50)} | ${fixed(r.latency.p99)} | ${fixed(r.latency.max)} | ${fixed(r.agentUsPerEvent, 2)} | ${fixed(r.collectorUsPerEvent, 2)} | ${fixed(r.subscribersUsPerEvent, 2)} |`),
   ].join('\n');
   publish('pipeline', md, { load0, ingestRows, e2eRows });
 }

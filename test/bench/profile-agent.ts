@@ -3,7 +3,8 @@
 // a counting sink) and records a V8 CPU profile AFTER the probe is loaded (the profiler's SIGPROF
 // makes the verifier return EAGAIN if it runs during the BPF load). Send traffic meanwhile;
 // SIGUSR2 prints the top self-time functions and writes the .cpuprofile; SIGTERM stops.
-// Usage: node --import tsx test/bench/profile-agent.ts OUT.cpuprofile
+// Usage: [COLLECTOR=HOST:PORT] node --import tsx test/bench/profile-agent.ts OUT.cpuprofile
+// (with COLLECTOR, events are exported to that plaintext collector as well)
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { Writable } from 'node:stream';
@@ -22,7 +23,7 @@ const out = new Writable({
 // Cast: the agent's config grows while other work lands; fields not named here stay unset.
 const config = {
   node: 'bench', hook: 'tracepoint', objectPath: DEFAULT_OBJECT, btfPath: null, ringBytes: 4 << 20, eventsPerSecond: 0,
-  logFormat: 'json', metricsAddr: null, endpointsFile: null, kubeconfig: null, holdMs: 50, collector: null, exportBufferEvents: 10000, exportBufferBytes: 16 << 20,
+  logFormat: 'json', metricsAddr: null, endpointsFile: null, kubeconfig: null, holdMs: 50, collector: process.env.COLLECTOR ?? null, exportBufferEvents: 10000, exportBufferBytes: 16 << 20,
 } as unknown as AgentConfig;
 const agent = await Agent.start(
   config,
