@@ -76,15 +76,30 @@ class EventResponse implements EncodedResponse {
   }
 }
 
+/** The node name last framed, as its field: an agent's batch names one node in every event. */
+let framedNode = '';
+let framedNodeField: Uint8Array = new Uint8Array(0);
+
+function nodeNameField(nodeName: string): Uint8Array {
+  if (nodeName !== framedNode) {
+    const field = Buffer.allocUnsafe(stringFieldLength(NODE_NAME, nodeName));
+    writeStringField(field, 0, NODE_NAME, nodeName);
+    framedNode = nodeName;
+    framedNodeField = field;
+  }
+  return framedNodeField;
+}
+
 /** An event's response: the node it was seen on, the time of the record (ms), the event's bytes. */
 export function eventResponse(nodeName: string, eventBytes: Uint8Array, timeMs: number): EncodedResponse {
   const time = timestampFromMs(timeMs);
   const seconds = Number(time.seconds);
   const nanos = time.nanos ?? 0;
+  const node = nodeNameField(nodeName);
   const timeLength = varintFieldLength(SECONDS, seconds) + varintFieldLength(NANOS, nanos);
-  const out = Buffer.allocUnsafe(stringFieldLength(NODE_NAME, nodeName) + delimitedFieldLength(TIME, timeLength) + delimitedFieldLength(EVENT, eventBytes.byteLength));
-  let at = writeStringField(out, 0, NODE_NAME, nodeName);
-  at = writeDelimitedHeader(out, at, TIME, timeLength);
+  const out = Buffer.allocUnsafe(node.byteLength + delimitedFieldLength(TIME, timeLength) + delimitedFieldLength(EVENT, eventBytes.byteLength));
+  out.set(node, 0);
+  let at = writeDelimitedHeader(out, node.byteLength, TIME, timeLength);
   at = writeVarintField(out, at, SECONDS, seconds);
   at = writeVarintField(out, at, NANOS, nanos);
   writeDelimitedField(out, at, EVENT, eventBytes);

@@ -124,14 +124,18 @@ function expectRecords(s: RawSubscriber, live: boolean): void {
 }
 
 describe('collector: events reach subscribers in the bytes the agent sent', () => {
-  it('frames a response that decodes as the one protobufjs encodes, at any record time', () => {
+  it('frames a response that decodes as the one protobufjs encodes, at any record time, from node after node', () => {
     const options = { longs: Number, defaults: true, arrays: true, objects: true };
-    for (const timeMs of [0, 1, Date.now() + 0.123456, -1500.25, 9.2e21, -9.2e21]) {
-      const framed = eventResponse(NODE, encodeEvent(fullEvent), timeMs);
-      const theirs = v1.SubscribeResponse.encode({ nodeName: NODE, time: timestampFromMs(timeMs), event: fullEvent }).finish();
-      expect(v1.SubscribeResponse.toObject(v1.SubscribeResponse.decode(framed.encoded), options), String(timeMs)).to.deep.equal(
-        v1.SubscribeResponse.toObject(v1.SubscribeResponse.decode(theirs), options),
-      );
+    // The node's field is kept from one response to the next: a change of node must change it.
+    for (const nodeName of [NODE, 'node-2', 'nœud-3', NODE]) {
+      for (const timeMs of [0, 1, Date.now() + 0.123456, -1500.25, 9.2e21, -9.2e21]) {
+        const framed = eventResponse(nodeName, encodeEvent(fullEvent), timeMs);
+        const theirs = v1.SubscribeResponse.encode({ nodeName, time: timestampFromMs(timeMs), event: fullEvent }).finish();
+        expect(framed.nodeName).to.equal(nodeName);
+        expect(v1.SubscribeResponse.toObject(v1.SubscribeResponse.decode(framed.encoded), options), `${nodeName} ${timeMs}`).to.deep.equal(
+          v1.SubscribeResponse.toObject(v1.SubscribeResponse.decode(theirs), options),
+        );
+      }
     }
   });
 
