@@ -38,8 +38,13 @@ const E2E_RATES = QUICK ? [20_000] : [10_000, 25_000, 50_000]; // events/s: requ
 const E2E_SECONDS = QUICK ? 3 : 5;
 /** The same traffic first, not counted: fresh processes compile their hot paths in the first second. */
 const E2E_WARMUP_SECONDS = 1;
-/** What the pipeline may still hold of traffic that has stopped: the sighting hold, batching, fan-out. */
-const E2E_SETTLE_MS = 1500;
+/**
+ * Traffic has stopped and been delivered once no subscriber got more for this long (what the
+ * pipeline holds: the sighting hold, batching, fan-out, and with many subscribers seconds of
+ * backlog; a fixed wait cut those rows' counts short).
+ */
+const E2E_QUIET_MS = 1500;
+const E2E_SETTLE_LIMIT_MS = 60_000;
 const ONLY_INGEST = process.env.ONLY === 'ingest';
 const E2E_PLAN: { subscribers: number; rate: number }[] =
   STEPS !== null
@@ -111,12 +116,12 @@ async function stop(child: ChildProcess): Promise<void> {
 
 /**
  * Runs this file in a child (`--role ...`), which prints one JSON line when done; `said()`
- * resolves on the next line it prints before that.
+ * resolves with the next line it prints before that.
  */
-function helper<T>(args: string[]): { child: ChildProcess; said: () => Promise<void>; result: Promise<T> } {
+function helper<T>(args: string[]): { child: ChildProcess; said: () => Promise<unknown>; result: Promise<T> } {
   const child = track(spawn(NODE, ['--import', 'tsx', SELF, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] }));
   let out = '';
-  const said = () => new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+  const said = () => new Promise<unknown>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(JSON.parse(d.toString().trim().split('\n').pop()!))));
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   const result = new Promise<T>((resolve, reject) =>
     child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!) as T) : reject(new Error(`${args[1]} helper exited ${code}`)))),
@@ -218,7 +223,8 @@ interface SubscribersResult {
 /**
  * Role `subscribers`: S follow streams; counts each one's events between the two pod addresses
  * and, on the first stream, the latency from the event's kernel time to receipt. SIGUSR1 starts
- * the counts again (after the warm-up; answered with a line); SIGTERM ends it.
+ * the counts again (after the warm-up), SIGUSR2 asks for the fewest events a stream got so far
+ * (each answered with a line); SIGTERM ends it.
  */
 async function runSubscribers(address: string, count: number, ips: string[]): Promise<SubscribersResult> {
   // Each on its own connection, as from S machines.
@@ -234,6 +240,7 @@ async function runSubscribers(address: string, count: number, ips: string[]): Pr
     lostEvents = 0;
     process.stdout.write('{"reset":true}\n');
   });
+  process.on('SIGUSR2', () => process.stdout.write(`${JSON.stringify({ least: Math.min(...received) })}\n`));
   const streams = Array.from({ length: count }, (_, i) => {
     const stream = follow(clients[i]!, { addresses: ips, times: i === 0 }, (r) => {
       if (r.kind === 'lost') {
@@ -281,10 +288,24 @@ async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: numbe
     '--events-per-second', '0', '--metrics-addr', `127.0.0.1:${agentMetrics}`, '--node-name', 'bench'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: ROOT }));
   const subs = helper<SubscribersResult>(['--role', 'subscribers', collector.address, String(subscribers), a.ipv4, b.ipv4]);
   const streamsOpen = subs.said();
+  /** Waits until the subscribers got nothing more for E2E_QUIET_MS. */
+  const settle = async () => {
+    const deadline = Date.now() + E2E_SETTLE_LIMIT_MS;
+    let least = -1;
+    let quietSince = Date.now();
+    while (Date.now() - quietSince < E2E_QUIET_MS && Date.now() < deadline) {
+      await sleep(250);
+      const answer = subs.said();
+      subs.child.kill('SIGUSR2');
+      const now = ((await answer) as { least: number }).least;
+      if (now !== least) quietSince = Date.now();
+      least = now;
+    }
+  };
   const ping = async (seconds: number) => {
     const requests = Math.round((eventsPerS / 2) * seconds);
     const out = await net.exec(a.netns, [join(CACHE, 'icmpgen'), '-d', b.ipv4, '-n', String(requests), '-r', String(eventsPerS / 2), '-i', '7000'], 120_000);
-    await sleep(E2E_SETTLE_MS);
+    await settle();
     return JSON.parse(out.stdout.trim().split('\n').pop()!) as { sent: number; rate: number };
   };
   try {
