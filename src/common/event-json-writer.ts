@@ -3,6 +3,7 @@
 // work per event. The bytes are exactly JSON.stringify(eventToJson(ev)) in UTF-8 (test/common/
 // event-format.test.ts compares the two on random events).
 import { enumLabel, familyOf, hookLabel, icmpLabel, isEcho, secondsText, timestampInRange } from './event-format.js';
+import { FlowMemo } from './flow-memo.js';
 import type { IpFamily } from './icmp-names.js';
 import { icmpwatch, type google } from './proto.js';
 
@@ -95,9 +96,6 @@ interface EchoFlowLine {
   tail: Uint8Array;
 }
 
-/** Echo flows kept per source endpoint: its peers, both directions' observations, a few more. */
-const FLOWS_PER_SOURCE = 8;
-
 /** Appends lines (events as JSON, other text as it is) to one growing buffer; `take()` hands the bytes over. */
 export class EventJsonWriter {
   private buf: Buffer;
@@ -106,7 +104,7 @@ export class EventJsonWriter {
   private readonly endpoints = new WeakMap<icmpwatch.v1.IEndpoint, Uint8Array>();
   private readonly observations = new WeakMap<icmpwatch.v1.IObservation, Uint8Array>();
   private readonly icmpHeaders = new Map<number, { name: string; bytes: Uint8Array }>();
-  private readonly echoFlows = new WeakMap<icmpwatch.v1.IEndpoint, { lines: EchoFlowLine[]; next: number }>();
+  private readonly echoFlows = new FlowMemo<EchoFlowLine>();
   /** `"2026-12-02T08:00:00.` of the second most lines fall in. */
   private secondsOfPrefix = Number.NaN;
   private timePrefix = ascii('');
@@ -242,12 +240,7 @@ export class EventJsonWriter {
     const ttl = ev.ttl || 0;
     const length = ev.length || 0;
     const hasIpId = Boolean(ev.ipId);
-    let known = this.echoFlows.get(source);
-    if (known === undefined) {
-      known = { lines: [], next: 0 };
-      this.echoFlows.set(source, known);
-    }
-    for (const f of known.lines) {
+    for (const f of this.echoFlows.of(source)) {
       if (f.destination === destination && f.observation === observation && f.node === node && f.type === type && f.code === code &&
         f.name === name && f.ttl === ttl && f.length === length && f.hasIpId === hasIpId) return f;
     }
@@ -274,8 +267,7 @@ export class EventJsonWriter {
     const tail = this.since(at);
     this.pos = start;
     const line = { node, destination, observation, type, code, name, ttl, length, hasIpId, head, middle, tail };
-    known.lines[known.next] = line;
-    known.next = (known.next + 1) % FLOWS_PER_SOURCE;
+    this.echoFlows.remember(source, line);
     return line;
   }
 

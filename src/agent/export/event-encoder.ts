@@ -8,6 +8,7 @@
 // The exporter has events written framed (as EventBatch.events: tag, length, Event) straight into
 // the chunks its send buffer keeps them in, so a batch is one run of bytes and an event costs no
 // buffer of its own.
+import { FlowMemo } from '../../common/flow-memo.js';
 import { icmpwatch, type google } from '../../common/proto.js';
 import { fieldTag, varintLength, WIRE_LENGTH_DELIMITED as LENGTH_DELIMITED, WIRE_VARINT as VARINT, writeVarint } from '../../common/protobuf-wire.js';
 
@@ -60,9 +61,6 @@ interface FlowFields {
   observationField: Uint8Array;
 }
 
-/** Flows kept per source endpoint: its peers, both directions' observations, a few more. */
-const FLOWS_PER_SOURCE = 8;
-
 class EventEncoder {
   private readonly scratch: { buf: Buffer } = { buf: Buffer.allocUnsafe(4096) };
   private buf: Buffer = this.scratch.buf;
@@ -77,7 +75,7 @@ class EventEncoder {
   private readonly sources = new KeptBytes<icmpwatch.v1.IEndpoint>();
   private readonly destinations = new KeptBytes<icmpwatch.v1.IEndpoint>();
   private readonly observations = new KeptBytes<icmpwatch.v1.IObservation>();
-  private readonly flows = new WeakMap<icmpwatch.v1.IEndpoint, { fields: FlowFields[]; next: number }>();
+  private readonly flows = new FlowMemo<FlowFields>();
 
   encode(ev: icmpwatch.v1.IEvent): Uint8Array {
     this.buf = this.scratch.buf;
@@ -158,12 +156,7 @@ class EventEncoder {
     const { icmp, source, destination, observation } = ev;
     if (icmp == null || source == null || destination == null || observation == null) return null;
     if (icmp.mtu || icmp.quoted != null || ev.fragmentOffset || ev.summary != null || (ev.flags != null && ev.flags.length > 0)) return null;
-    let known = this.flows.get(source);
-    if (known === undefined) {
-      known = { fields: [], next: 0 };
-      this.flows.set(source, known);
-    }
-    for (const f of known.fields) {
+    for (const f of this.flows.of(source)) {
       if (f.destination === destination && f.observation === observation && f.node === ev.node && f.family === ev.family && f.type === icmp.type &&
         f.code === icmp.code && f.name === icmp.name && f.ttl === ev.ttl && f.length === ev.length) return f;
     }
@@ -191,8 +184,7 @@ class EventEncoder {
       node: ev.node, family: ev.family, destination, observation, type: icmp.type, code: icmp.code, name: icmp.name, ttl: ev.ttl, length: ev.length,
       route, icmpHeader, sizes, observationField,
     };
-    known.fields[known.next] = flow;
-    known.next = (known.next + 1) % FLOWS_PER_SOURCE;
+    this.flows.remember(source, flow);
     return flow;
   }
 
