@@ -1,6 +1,7 @@
 // Shared by the fuzz tests: a seeded pseudo-random source, so that a failing run can be repeated
 // exactly (FUZZ_SEED=<seed>), and the byte-level mutations applied to valid inputs.
 import type { Context } from 'mocha';
+import type { icmpwatch } from '../src/common/proto.js';
 
 /** The seed of this run: FUZZ_SEED when set, else a fixed one (the same inputs on every run). */
 export function fuzzSeed(fallback: number): number {
@@ -43,6 +44,11 @@ export class Random {
 
   pick<T>(items: readonly T[]): T {
     return items[this.int(items.length)]!;
+  }
+
+  /** Mostly one of `common`, now and then `rare()`: inputs that repeat, as a flow's packets do. */
+  often<T>(common: readonly T[], rare: () => T): T {
+    return this.chance(0.9) ? this.pick(common) : rare();
   }
 
   bytes(n: number): Buffer {
@@ -98,4 +104,17 @@ export class Random {
     }
     return out;
   }
+}
+
+/**
+ * Ends and observations for tests of what is kept per flow (FlowMemo), taken from `events`: three
+ * sources, each with more peers than a source keeps flows for; the first two peers and
+ * observations are the ones to pick often (most events find their flow kept, the rest replace one).
+ */
+export function flowEnds(events: icmpwatch.v1.IEvent[]): { sources: icmpwatch.v1.IEndpoint[]; peers: icmpwatch.v1.IEndpoint[]; observations: icmpwatch.v1.IObservation[] } {
+  return {
+    sources: events.slice(0, 3).map((e) => e.source ?? { ip: '10.0.0.1' }),
+    peers: events.map((e) => e.destination ?? { ip: '10.0.0.2' }),
+    observations: events.map((e) => e.observation ?? { hook: 1, point: 1 }),
+  };
 }

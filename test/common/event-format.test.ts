@@ -3,7 +3,7 @@ import { eventToJson, eventToText } from '../../src/common/event-format.js';
 import { EventJsonWriter } from '../../src/common/event-json-writer.js';
 import { icmpName, parseIcmpSelector } from '../../src/common/icmp-names.js';
 import { icmpwatch } from '../../src/common/proto.js';
-import { Random, fuzzSeed, reportSeedOnFailure } from '../fuzz.js';
+import { Random, flowEnds, fuzzSeed, reportSeedOnFailure } from '../fuzz.js';
 
 const { Family, Flag, Hook, ObservationPoint } = icmpwatch.v1;
 
@@ -263,17 +263,11 @@ describe('common: the node log JSON line writer', () => {
 
   it('writes the same for echo flows (lines from kept parts of the flow) as for each event on its own', () => {
     const r = new Random(seed);
-    const parts = Array.from({ length: 12 }, () => randomEvent(r));
-    // Few sources, each with more peers than the writer keeps flows for (most lines go to a few of
-    // them, so most find their flow kept; the rest replace kept flows).
-    const sources = parts.slice(0, 3).map((p) => p.source ?? { ip: '10.0.0.1' });
-    const peers = parts.map((p) => p.destination ?? { ip: '10.0.0.2' });
-    const observations = parts.map((p) => p.observation ?? { hook: 1, point: 1 });
-    const often = <T>(common: readonly T[], rare: () => T): T => (r.chance(0.9) ? r.pick(common) : rare());
+    const { sources, peers, observations } = flowEnds(Array.from({ length: 12 }, () => randomEvent(r)));
     const writer = new EventJsonWriter(256);
     const expected: string[] = [];
     for (let i = 0; i < 6000; i++) {
-      const family = often([Family.FAMILY_IPV4], () => Family.FAMILY_IPV6);
+      const family = r.often([Family.FAMILY_IPV4], () => Family.FAMILY_IPV6);
       const echo = family === Family.FAMILY_IPV4 ? r.pick([0, 8]) : r.pick([128, 129]);
       const varied = randomEvent(r);
       const ev: icmpwatch.v1.IEvent = {
@@ -284,7 +278,7 @@ describe('common: the node log JSON line writer', () => {
         icmp: {
           type: r.chance(0.9) ? echo : varied.icmp?.type,
           code: r.chance(0.9) ? 0 : varied.icmp?.code,
-          name: often([undefined], () => r.pick(['echo-request', 'echo-reply', 'x"y'])),
+          name: r.often([undefined], () => r.pick(['echo-request', 'echo-reply', 'x"y'])),
           id: r.chance(0.9) ? r.int(65536) : varied.icmp?.id,
           seq: r.chance(0.9) ? r.int(65536) : varied.icmp?.seq,
           // Now and then a part no flow line has.
@@ -292,13 +286,13 @@ describe('common: the node log JSON line writer', () => {
           quoted: r.chance(0.03) ? (varied.icmp?.quoted ?? null) : null,
         },
         // What stays the same for a flow's packets, mostly.
-        node: often(['node-a'], () => r.pick(['node-b', varied.node ?? ''])),
+        node: r.often(['node-a'], () => r.pick(['node-b', varied.node ?? ''])),
         family,
         source: r.pick(sources),
-        destination: often(peers.slice(0, 2), () => r.pick(peers)),
-        observation: often(observations.slice(0, 2), () => r.pick(observations)),
-        ttl: often([64], () => r.pick([63, 0, varied.ttl ?? 1])),
-        length: often([84], () => r.pick([104, 0])),
+        destination: r.often(peers.slice(0, 2), () => r.pick(peers)),
+        observation: r.often(observations.slice(0, 2), () => r.pick(observations)),
+        ttl: r.often([64], () => r.pick([63, 0, varied.ttl ?? 1])),
+        length: r.often([84], () => r.pick([104, 0])),
         fragmentOffset: r.chance(0.03) ? 8 : 0,
         flags: r.chance(0.05) ? (varied.flags ?? []) : [],
         summary: r.chance(0.02) ? varied.summary : null,

@@ -10,7 +10,7 @@ import { SendBuffer } from '../../../src/agent/export/send-buffer.js';
 import type { Collector } from '../../../src/collector/collector.js';
 import { ObserverClient } from '../../../src/common/grpc/clients.js';
 import { icmpwatch } from '../../../src/common/proto.js';
-import { Random, fuzzSeed, reportSeedOnFailure } from '../../fuzz.js';
+import { Random, flowEnds, fuzzSeed, reportSeedOnFailure } from '../../fuzz.js';
 import { CollectingSubscriber, batchRequest, echoEvent, eventually, freePort, range, sequences, startCollector, startExporter } from '../../collector/harness.js';
 
 async function history(address: string) {
@@ -346,13 +346,7 @@ describe('agent: export event encoder', () => {
 
   it('encodes the same for flows (fields kept from the flow, per-packet numbers written) as for each event on its own', () => {
     const r = new Random(seed);
-    const parts = Array.from({ length: 12 }, () => randomEvent(r));
-    // Few sources, each with more peers than the encoder keeps flows for (most events go to a few
-    // of them, so most find their flow kept; the rest replace kept flows).
-    const sources = parts.slice(0, 3).map((p) => p.source ?? { ip: '10.0.0.1' });
-    const peers = parts.map((p) => p.destination ?? { ip: '10.0.0.2' });
-    const observations = parts.map((p) => p.observation ?? { hook: 1, point: 1 });
-    const often = <T>(common: readonly T[], rare: () => T): T => (r.chance(0.9) ? r.pick(common) : rare());
+    const { sources, peers, observations } = flowEnds(Array.from({ length: 12 }, () => randomEvent(r)));
     let compared = 0;
     for (let i = 0; i < 3000; i++) {
       const varied = randomEvent(r);
@@ -360,12 +354,12 @@ describe('agent: export event encoder', () => {
         // What changes with every packet of a flow.
         time: varied.time,
         ipId: varied.ipId,
-        sequence: often([i + 1], () => varied.sequence),
-        monotonicNs: often([1e15 + i], () => varied.monotonicNs),
+        sequence: r.often([i + 1], () => varied.sequence),
+        monotonicNs: r.often([1e15 + i], () => varied.monotonicNs),
         icmp: {
-          type: often([8, 0], () => varied.icmp?.type),
-          code: often([0], () => varied.icmp?.code),
-          name: often(['echo-request'], () => varied.icmp?.name),
+          type: r.often([8, 0], () => varied.icmp?.type),
+          code: r.often([0], () => varied.icmp?.code),
+          name: r.often(['echo-request'], () => varied.icmp?.name),
           id: varied.icmp?.id,
           seq: varied.icmp?.seq,
           // Now and then a part no kept flow has.
@@ -373,13 +367,13 @@ describe('agent: export event encoder', () => {
           quoted: r.chance(0.03) ? (varied.icmp?.quoted ?? null) : null,
         },
         // What stays the same for a flow's packets, mostly.
-        node: often(['node-a'], () => varied.node),
-        family: often<icmpwatch.v1.Family | null | undefined>([icmpwatch.v1.Family.FAMILY_IPV4], () => varied.family),
+        node: r.often(['node-a'], () => varied.node),
+        family: r.often<icmpwatch.v1.Family | null | undefined>([icmpwatch.v1.Family.FAMILY_IPV4], () => varied.family),
         source: r.pick(sources),
-        destination: often(peers.slice(0, 2), () => r.pick(peers)),
-        observation: often(observations.slice(0, 2), () => r.pick(observations)),
-        ttl: often([64], () => varied.ttl),
-        length: often([84], () => varied.length),
+        destination: r.often(peers.slice(0, 2), () => r.pick(peers)),
+        observation: r.often(observations.slice(0, 2), () => r.pick(observations)),
+        ttl: r.often([64], () => varied.ttl),
+        length: r.often([84], () => varied.length),
         fragmentOffset: r.chance(0.03) ? 8 : 0,
         flags: r.chance(0.05) ? varied.flags : [],
         summary: r.chance(0.02) ? varied.summary : null,
