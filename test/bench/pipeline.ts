@@ -288,6 +288,15 @@ async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: numbe
     '--events-per-second', '0', '--metrics-addr', `127.0.0.1:${agentMetrics}`, '--node-name', 'bench'], { stdio: ['ignore', 'ignore', 'inherit'], cwd: ROOT }));
   const subs = helper<SubscribersResult>(['--role', 'subscribers', collector.address, String(subscribers), a.ipv4, b.ipv4]);
   const streamsOpen = subs.said();
+  // A helper that died answers nothing: its exit ends any wait for an answer.
+  const helperGone = subs.result.then(() => Promise.reject(new Error('subscribers helper exited during the run')));
+  helperGone.catch(() => {}); // raced below; the row's own wait on subs.result reports the failure
+  /** Signals the helper and waits for its answer. */
+  const ask = (signal: NodeJS.Signals) => {
+    const answer = subs.said();
+    subs.child.kill(signal);
+    return Promise.race([answer, helperGone]);
+  };
   /** Waits until the subscribers got nothing more for E2E_QUIET_MS. */
   const settle = async () => {
     const deadline = Date.now() + E2E_SETTLE_LIMIT_MS;
@@ -295,9 +304,7 @@ async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: numbe
     let quietSince = Date.now();
     while (Date.now() - quietSince < E2E_QUIET_MS && Date.now() < deadline) {
       await sleep(250);
-      const answer = subs.said();
-      subs.child.kill('SIGUSR2');
-      const now = ((await answer) as { least: number }).least;
+      const now = ((await ask('SIGUSR2')) as { least: number }).least;
       if (now !== least) quietSince = Date.now();
       least = now;
     }
@@ -310,11 +317,9 @@ async function endToEnd(net: DemoNetwork, subscribers: number, eventsPerS: numbe
   };
   try {
     await waitReady(agent, agentMetrics, 'agent');
-    await streamsOpen;
+    await Promise.race([streamsOpen, helperGone]);
     await ping(E2E_WARMUP_SECONDS);
-    const countsReset = subs.said();
-    subs.child.kill('SIGUSR1');
-    await countsReset;
+    await ask('SIGUSR1');
     const cpu0 = [agent.pid!, collector.child.pid!, subs.child.pid!].map(cpuSeconds);
     const e0 = (await metrics(agentMetrics)).icmpwatch_agent_events_total ?? 0;
     const gen = await ping(E2E_SECONDS);
