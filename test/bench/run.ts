@@ -20,7 +20,7 @@ import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_pro
 import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { createInterface } from 'node:readline';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CACHE, NODE, QUICK, ROOT, STEPS, int, machine, publish } from './report.js';
 
@@ -37,7 +37,7 @@ const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) |
 // ---------------------------------------------------------------------------------------------
 // Plan
 
-type ConsumerName = 'none' | 'agent' | 'agent-export' | 'capture' | 'floor' | 'floor-xwake' | 'bpftrace';
+type ConsumerName = 'none' | 'agent' | 'agent-export' | 'capture' | 'floor' | 'bpftrace';
 /** The real agent: alone, or streaming every event to a collector as well. */
 const isAgent = (c: ConsumerName) => c === 'agent' || c === 'agent-export';
 interface Step {
@@ -57,7 +57,7 @@ const step = (events: number, consumers: ConsumerName[] = ALL): Step => ({
 const CAPTURE_PLAN: Step[] = STEPS !== null
   ? STEPS.split(',').map((s) => {
       const [consumer, events] = s.split('@');
-      if (!ALL.includes(consumer as ConsumerName) && consumer !== 'floor-xwake' && consumer !== 'agent-export') throw new Error(`STEPS: unknown consumer '${consumer}' in '${s}'`);
+      if (!ALL.includes(consumer as ConsumerName) && consumer !== 'agent-export') throw new Error(`STEPS: unknown consumer '${consumer}' in '${s}'`);
       if (!/^\d+$/.test(events ?? '')) throw new Error(`STEPS: '${s}' is not CONSUMER@EVENTS_PER_SECOND`);
       return step(Number(events), [consumer as ConsumerName]);
     })
@@ -65,7 +65,7 @@ const CAPTURE_PLAN: Step[] = STEPS !== null
     ? // The key figures in under 3 minutes with the other benches' quick modes: each stage and the
       // alternatives once beside the floor, the agent with export, and the machine's limit.
       [step(100_000, ['agent', 'capture', 'floor', 'bpftrace']), step(300_000, ['agent', 'agent-export']), step(0, ['none', 'agent', 'capture', 'floor'])]
-    : [10_000, 50_000, 100_000, 200_000, 300_000, 400_000, 0].map((e) => step(e, e >= 100_000 || e === 0 ? [...ALL, 'agent-export', 'floor-xwake'] : ALL));
+    : [10_000, 50_000, 100_000, 200_000, 300_000, 400_000, 0].map((e) => step(e, e >= 100_000 || e === 0 ? [...ALL, 'agent-export'] : ALL));
 const FLOOD_LIMIT = 10_000;
 const FLOOD_PLAN = STEPS !== null ? [] : QUICK ? [{ events: 100_000, seconds: 4 }] : [{ events: 100_000, seconds: 10 }, { events: 0, seconds: 5 }];
 const ROUTED_PLAN: Step[] = QUICK || STEPS !== null ? [] : [50_000, 200_000].map((e) => step(e, ['agent', 'floor']));
@@ -464,10 +464,10 @@ interface FloorStats {
   kernel_events: number;
   ring_full: number;
 }
-async function startFloor(t: Topology, label: string, object = OBJECT, name: ConsumerName = 'floor'): Promise<Consumer> {
-  const err = logFile(`${name}-${label}`);
+async function startFloor(t: Topology, label: string): Promise<Consumer> {
+  const err = logFile(`floor-${label}`);
   const floor = track(
-    spawn('taskset', ['-c', CONSUMER_CPU, join(CACHE, 'floor'), object, '--ring-bytes', String(RING_BYTES), '--net', t.net], {
+    spawn('taskset', ['-c', CONSUMER_CPU, join(CACHE, 'floor'), OBJECT, '--ring-bytes', String(RING_BYTES), '--net', t.net], {
       stdio: ['ignore', 'pipe', err],
     }),
   );
@@ -476,7 +476,7 @@ async function startFloor(t: Topology, label: string, object = OBJECT, name: Con
   if ((await lines.next(20000)) !== 'ready') throw new Error(`floor did not start; see ${LOGS}/floor-${label}.log`);
   const toCounts = (s: FloorStats): Counts => ({ reported: s.matched, kernelRecords: s.kernel_events, ringFull: s.ring_full });
   return {
-    name,
+    name: 'floor',
     pid: floor.pid!,
     async counts() {
       floor.kill('SIGUSR1');
@@ -620,7 +620,6 @@ async function measure(t: Topology, s: { events: number; requests: number }, nam
     name === 'agent' ? await startAgent(t, 0, label)
     : name === 'agent-export' ? await startAgent(t, 0, label, true)
     : name === 'floor' ? await startFloor(t, label)
-    : name === 'floor-xwake' ? await startFloor(t, label, XWAKE_OBJECT, 'floor-xwake')
     : name === 'capture' ? await startCapture(t, label)
     : name === 'bpftrace' ? await startBpftrace(t, label)
     : null;
@@ -849,7 +848,7 @@ function captureTable(rows: Row[], none: Map<string, Row>): string {
 
 function ratioTable(rows: Row[]): string {
   const out = [
-    '| offered ev/s | agent / floor (CPU per event) | capture stage / floor | bpftrace / agent | agent user us/ev | agent+export user us/ev (target 1.5) | export dropped | sender: agent / no reader | sender: floor-xwake / no reader |',
+    '| offered ev/s | agent / floor (CPU per event) | capture stage / floor | bpftrace / agent | agent user us/ev | agent+export user us/ev (target 1.5) | export dropped | sender: agent / no reader | sender: floor / no reader |',
     '|---|---|---|---|---|---|---|---|---|',
   ];
   const by = (c: ConsumerName, e: number) => rows.find((r) => r.consumer === c && r.offeredEvents === e && r.topology === 'veth');
@@ -863,7 +862,7 @@ function ratioTable(rows: Row[]): string {
     const ratio = (x: number | null, y: number | null) => (x !== null && y ? `${f(x / y, 1)}x` : '-');
     out.push(
       `| ${k(e)} | ${ratio(a, fl)} | ${ratio(c, fl)} | ${ratio(b, a)} | ${f(by('agent', e)?.userUsPerEvent, 3)} | ${f(by('agent-export', e)?.userUsPerEvent, 3)} | ${int(by('agent-export', e)?.exportDropped)} | ` +
-        `${sender(by('agent', e), by('none', e))} | ${sender(by('floor-xwake', e), by('none', e))} |`,
+        `${sender(by('agent', e), by('none', e))} | ${sender(by('floor', e), by('none', e))} |`,
     );
   }
   return out.join('\n');
@@ -887,34 +886,7 @@ function machineWithBpftrace(): Record<string, string> {
   return { ...machine(), bpftrace: bpftraceAvailable ? execFileSync('bpftrace', ['--version']).toString().trim() : 'no bpftrace' };
 }
 
-// ---------------------------------------------------------------------------------------------
-// Experiment: the same BPF source with one change to the wake-up rule, read by the same C floor.
-// bpf/icmpwatch.bpf.c forces a wake-up for EVERY record while >= wakeup_bytes are pending; the
-// readers sleep 10 ms between drains, so above ~51k records/s (64 KiB / 128 B / 10 ms) most records
-// pay a wake-up (an irq_work and a cross-CPU wake) on the sender's CPU. The variant wakes only
-// when a record crosses the threshold (and, as before, for the first record after a drain).
-
-const XWAKE_OBJECT = join(CACHE, 'xwake/icmpwatch.bpf.o');
-const WAKE_RULE = 'flags = (pending == 0 || pending >= ctl->wakeup_bytes) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;';
-const XWAKE_RULE =
-  'flags = (pending == 0 || (pending < ctl->wakeup_bytes && pending + sizeof(*e) + 8 >= ctl->wakeup_bytes)) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;';
-let xwakeAvailable = false;
 let bpftraceAvailable = false;
-
-function buildXwakeObject(): void {
-  const src = readFileSync(join(ROOT, 'bpf/icmpwatch.bpf.c'), 'utf8');
-  if (!src.includes(WAKE_RULE)) {
-    log('floor-xwake skipped: bpf/icmpwatch.bpf.c no longer has the wake-up rule this experiment patches');
-    return;
-  }
-  const dir = dirname(XWAKE_OBJECT);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'icmpwatch.bpf.c'), src.replace(WAKE_RULE, XWAKE_RULE));
-  writeFileSync(join(dir, 'icmpwatch.h'), readFileSync(join(ROOT, 'bpf/icmpwatch.h')));
-  execFileSync('clang', ['-g', '-O2', '-target', 'bpf', '-mcpu=v3', '-D__TARGET_ARCH_x86', '-Wall', '-Werror', `-I${join(ROOT, 'build')}`, `-I${dir}`,
-    `-I/usr/include/${execFileSync('uname', ['-m']).toString().trim()}-linux-gnu`, '-c', join(dir, 'icmpwatch.bpf.c'), '-o', XWAKE_OBJECT], { stdio: 'inherit' });
-  xwakeAvailable = true;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Main
@@ -927,7 +899,6 @@ async function prepare(): Promise<void> {
     execFileSync('cc', ['-O2', '-Wall', '-o', join(CACHE, bin), join(ROOT, `test/bench/${bin}.c`), ...libbpf], { stdio: 'inherit' });
   }
   if (!existsSync(OBJECT)) throw new Error(`${OBJECT} missing: run make build`);
-  buildXwakeObject();
   if (!existsSync('/sys/kernel/tracing/events')) {
     // bpftrace finds tracepoints through tracefs; mount it where it is expected.
     await run('mount', ['-t', 'tracefs', 'tracefs', '/sys/kernel/tracing']);
@@ -957,7 +928,7 @@ async function main(): Promise<void> {
   try {
     for (const s of CAPTURE_PLAN) {
       for (const c of s.consumers) {
-        if ((c === 'floor-xwake' && !xwakeAvailable) || (c === 'bpftrace' && !bpftraceAvailable)) continue;
+        if (c === 'bpftrace' && !bpftraceAvailable) continue;
         const r = await measure(veth, s, c, `${k(s.events)}-${c}`);
         rows.push(r);
         if (c === 'none') none.set(`veth/${s.events}`, r);
