@@ -9,13 +9,41 @@ import { Deque } from '../../common/deque.js';
 import type { google, icmpwatch } from '../../common/proto.js';
 import { encodeFramedEvent } from './event-encoder.js';
 
-/** Dropped sequences not yet covered by an acknowledgement; `version` changes with each drop. */
-export interface DropRange {
-  firstSequence: number;
+/**
+ * Dropped sequences not yet covered by an acknowledgement; `version` changes with each drop. Extended
+ * in place, the last time kept as numbers: while the collector is behind, events are dropped one by
+ * one at the capture rate, and an object per drop is garbage at that rate.
+ */
+export class DropRange {
   lastSequence: number;
-  first: google.protobuf.ITimestamp | null;
-  last: google.protobuf.ITimestamp | null;
   version: number;
+  private lastSeconds: number;
+  private lastNanos: number;
+
+  constructor(
+    readonly firstSequence: number,
+    readonly first: google.protobuf.ITimestamp | null,
+    version: number,
+  ) {
+    this.lastSequence = firstSequence;
+    this.version = version;
+    this.lastSeconds = first ? Number(first.seconds ?? 0) : Number.NaN;
+    this.lastNanos = first?.nanos ?? 0;
+  }
+
+  /** The time of the last dropped event that had one. */
+  get last(): google.protobuf.ITimestamp | null {
+    return Number.isNaN(this.lastSeconds) ? null : { seconds: this.lastSeconds, nanos: this.lastNanos };
+  }
+
+  extend(sequence: number, seconds: number, nanos: number, version: number): void {
+    this.lastSequence = sequence;
+    this.version = version;
+    if (!Number.isNaN(seconds)) {
+      this.lastSeconds = seconds;
+      this.lastNanos = nanos;
+    }
+  }
 }
 
 /** Consecutive events in one chunk: their framed bytes, ready to be an EventBatch's events field. */
@@ -152,17 +180,12 @@ export class SendBuffer {
   private drop(): void {
     const slot = this.head;
     const sequence = this.sequences[slot]!;
-    const time = Number.isNaN(this.seconds[slot]) ? null : { seconds: this.seconds[slot], nanos: this.nanos[slot] };
+    const seconds = this.seconds[slot]!;
+    const nanos = this.nanos[slot]!;
     this.removeOldest();
-    // In place: while the collector is behind, events are dropped one by one at the capture rate.
-    const range = this.dropped;
-    if (range) {
-      range.lastSequence = sequence;
-      range.last = time ?? range.last;
-      range.version = ++this.dropVersion;
-    } else {
-      this.dropped = { firstSequence: sequence, lastSequence: sequence, first: time, last: time, version: ++this.dropVersion };
-    }
+    const version = ++this.dropVersion;
+    if (this.dropped) this.dropped.extend(sequence, seconds, nanos, version);
+    else this.dropped = new DropRange(sequence, Number.isNaN(seconds) ? null : { seconds, nanos }, version);
   }
 
   private removeOldest(): void {
