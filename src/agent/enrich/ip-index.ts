@@ -19,8 +19,8 @@ export interface Claimant<T> {
   value: T;
 }
 
-interface Claim<T> {
-  claimant: Claimant<T>;
+/** A claim as held: the object's claimant with its addresses canonical, and its deletion. */
+interface Claim<T> extends Claimant<T> {
   /** When the object left the API (ms); it stays resolvable until deletedAt + grace. */
   deletedAt: number | null;
 }
@@ -34,37 +34,32 @@ interface Claim<T> {
  */
 export class IpIndex<T> {
   private readonly byUid = new Map<string, Claim<T>>();
-  private readonly byIp = new Map<string, Claim<T>[]>();
-  /** The winner per address, kept up to date on every change so lookups are one map read. */
-  private readonly winners = new Map<string, Claimant<T>>();
+  /**
+   * The claims on each address: the claim itself when it is the only one, as for almost every
+   * address, else a list with the winner first (kept so on every change: a lookup is one map read).
+   * One map entry and no list per address is a good part of the index's memory per pod.
+   */
+  private readonly byIp = new Map<string, Claim<T> | Claim<T>[]>();
   /** Deleted claims in deletion order; grace is constant, so expiry order is the same. */
   private readonly tombstones: Claim<T>[] = [];
 
   constructor(private readonly graceMs: number) {}
 
   lookup(ip: string): Claimant<T> | undefined {
-    return this.winners.get(ip);
+    const claims = this.byIp.get(ip);
+    return Array.isArray(claims) ? claims[0] : claims;
   }
 
   /** Adds or replaces the object's claims (its addresses may have changed). */
   upsert(claimant: Claimant<T>): void {
     const old = this.byUid.get(claimant.uid);
     const ips = [...new Set(claimant.ips.map(canonicalIp))];
-    const claim: Claim<T> = { claimant: { ...claimant, ips }, deletedAt: null };
+    // A literal, not a spread: a spread's object keeps its sixth property out of line (a property array per object).
+    const { uid, source, created, value } = claimant;
+    const claim: Claim<T> = { uid, source, created, ips, value, deletedAt: null };
     this.byUid.set(claimant.uid, claim);
-    const touched = new Set(ips);
-    if (old) {
-      for (const ip of old.claimant.ips) {
-        this.detach(ip, old);
-        touched.add(ip);
-      }
-    }
-    for (const ip of ips) {
-      const list = this.byIp.get(ip);
-      if (list) list.push(claim);
-      else this.byIp.set(ip, [claim]);
-    }
-    for (const ip of touched) this.elect(ip);
+    if (old) for (const ip of old.ips) this.detach(ip, old);
+    for (const ip of ips) this.attach(ip, claim);
   }
 
   /** The object left the API (or stopped holding addresses): keep it resolvable for the grace period. */
@@ -73,7 +68,10 @@ export class IpIndex<T> {
     if (!claim || claim.deletedAt !== null) return;
     claim.deletedAt = now;
     this.tombstones.push(claim);
-    for (const ip of claim.claimant.ips) this.elect(ip);
+    for (const ip of claim.ips) {
+      const claims = this.byIp.get(ip);
+      if (Array.isArray(claims)) electFirst(claims);
+    }
   }
 
   /**
@@ -82,7 +80,7 @@ export class IpIndex<T> {
    */
   retainOnly(source: Source, present: ReadonlySet<string>, now: number): void {
     for (const [uid, claim] of this.byUid) {
-      if (claim.claimant.source === source && claim.deletedAt === null && !present.has(uid)) this.remove(uid, now);
+      if (claim.source === source && claim.deletedAt === null && !present.has(uid)) this.remove(uid, now);
     }
   }
 
@@ -91,19 +89,16 @@ export class IpIndex<T> {
     while (this.tombstones.length && this.tombstones[0].deletedAt! + this.graceMs <= now) {
       const claim = this.tombstones.shift()!;
       // A deleted object that came back (same uid re-listed) has a new claim object.
-      if (this.byUid.get(claim.claimant.uid) !== claim) continue;
-      this.byUid.delete(claim.claimant.uid);
-      for (const ip of claim.claimant.ips) {
-        this.detach(ip, claim);
-        this.elect(ip);
-      }
+      if (this.byUid.get(claim.uid) !== claim) continue;
+      this.byUid.delete(claim.uid);
+      for (const ip of claim.ips) this.detach(ip, claim);
     }
   }
 
   /** Addresses whose current winner comes from each source. */
   sizes(): Record<Source, number> {
     const out: Record<Source, number> = { pod: 0, node: 0, hostNetwork: 0, service: 0 };
-    for (const c of this.winners.values()) out[c.source]++;
+    for (const claims of this.byIp.values()) out[(Array.isArray(claims) ? claims[0]! : claims).source]++;
     return out;
   }
 
@@ -112,29 +107,41 @@ export class IpIndex<T> {
     return this.byUid.size;
   }
 
-  private detach(ip: string, claim: Claim<T>): void {
-    const list = this.byIp.get(ip);
-    if (!list) return;
-    const i = list.indexOf(claim);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.byIp.delete(ip);
+  private attach(ip: string, claim: Claim<T>): void {
+    const claims = this.byIp.get(ip);
+    if (claims === undefined) return void this.byIp.set(ip, claim);
+    const list = Array.isArray(claims) ? claims : [claims];
+    list.push(claim);
+    electFirst(list);
+    if (list !== claims) this.byIp.set(ip, list);
   }
 
-  private elect(ip: string): void {
-    let best: Claim<T> | null = null;
-    for (const c of this.byIp.get(ip) ?? []) if (!best || better(c, best)) best = c;
-    if (best) this.winners.set(ip, best.claimant);
-    else this.winners.delete(ip);
+  private detach(ip: string, claim: Claim<T>): void {
+    const claims = this.byIp.get(ip);
+    if (claims === claim) return void this.byIp.delete(ip);
+    if (!Array.isArray(claims)) return;
+    const i = claims.indexOf(claim);
+    if (i < 0) return;
+    claims.splice(i, 1);
+    if (claims.length === 1) this.byIp.set(ip, claims[0]!);
+    else electFirst(claims);
   }
 }
 
+/** Moves the winner of the claims to the front. */
+function electFirst<T>(claims: Claim<T>[]): void {
+  let best = 0;
+  for (let i = 1; i < claims.length; i++) if (better(claims[i]!, claims[best]!)) best = i;
+  if (best !== 0) [claims[0], claims[best]] = [claims[best]!, claims[0]!];
+}
+
 function better<T>(a: Claim<T>, b: Claim<T>): boolean {
-  const rank = SOURCES.indexOf(a.claimant.source) - SOURCES.indexOf(b.claimant.source);
+  const rank = SOURCES.indexOf(a.source) - SOURCES.indexOf(b.source);
   if (rank !== 0) return rank < 0;
   if ((a.deletedAt === null) !== (b.deletedAt === null)) return a.deletedAt === null;
-  if (a.claimant.created !== b.claimant.created) return a.claimant.created > b.claimant.created;
+  if (a.created !== b.created) return a.created > b.created;
   // Same second of creation: any stable order keeps the answer from flapping.
-  return a.claimant.uid > b.claimant.uid;
+  return a.uid > b.uid;
 }
 
 /** The text form packets are decoded to (lower-case, compressed IPv6). */

@@ -2,6 +2,7 @@ import { AppsV1Api, BatchV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/c
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../common/log.js';
 import { icmpwatch } from '../../common/proto.js';
+import { Interned } from './interned.js';
 import { IpIndex, type Claimant, type Source } from './ip-index.js';
 import {
   nodeRecord,
@@ -51,6 +52,9 @@ interface Named {
 const PENDING = 'not synced yet';
 const NOT_FOUND = 'not claimed';
 
+/** Distinct namespace and node names, label sets and pod owners kept once each (well above a cluster's). */
+const INTERNED_LIMIT = 65_536;
+
 /** Owner kinds whose own controller is the workload a user knows (ReplicaSet -> Deployment, Job -> CronJob). */
 type Intermediate = 'ReplicaSet' | 'Job';
 
@@ -72,6 +76,9 @@ export class KubernetesResolver implements EndpointResolver {
   /** Answers for addresses nobody claims; cleared when the reflectors' health changes. */
   private readonly unclaimed = new EndpointMemo();
   private answeredStale = false;
+  private readonly names = new Interned<string>(INTERNED_LIMIT);
+  private readonly labelSets = new Interned<Record<string, string>>(INTERNED_LIMIT);
+  private readonly podOwners = new Interned<OwnerRef>(INTERNED_LIMIT);
   private readonly startedAt = Date.now();
   private hits = 0;
   private misses = 0;
@@ -208,16 +215,20 @@ export class KubernetesResolver implements EndpointResolver {
       return false;
     }
     // A hostNetwork pod's IP is its node's: it names the node (when no Node object lists it).
+    const node = this.names.get(p.node, p.node);
     const endpoint: icmpwatch.v1.IEndpoint = p.hostNetwork
-      ? { kind: Kind.ENDPOINT_KIND_NODE, node: p.node }
-      : { kind: Kind.ENDPOINT_KIND_POD, namespace: p.namespace, pod: p.name, podUid: p.uid, labels: p.labels, node: p.node };
-    this.index.upsert({
-      uid: p.uid,
-      source: p.hostNetwork ? 'hostNetwork' : 'pod',
-      created: p.created,
-      ips: p.ips,
-      value: { endpoint, owner: p.hostNetwork ? null : p.owner },
-    });
+      ? { kind: Kind.ENDPOINT_KIND_NODE, node }
+      : {
+          kind: Kind.ENDPOINT_KIND_POD,
+          namespace: this.names.get(p.namespace, p.namespace),
+          pod: p.name,
+          podUid: p.uid,
+          labels: this.labelSets.get(JSON.stringify(p.labels), p.labels),
+          node,
+        };
+    // An owner's kind and name never change for its uid.
+    const owner = p.hostNetwork || p.owner === null ? null : this.podOwners.get(p.owner.uid, p.owner);
+    this.index.upsert({ uid: p.uid, source: p.hostNetwork ? 'hostNetwork' : 'pod', created: p.created, ips: p.ips, value: { endpoint, owner } });
     return true;
   }
 

@@ -14,8 +14,13 @@ describe('ip index', () => {
     idx.upsert(claim('old', ['10.0.0.1'], 1));
     idx.upsert(claim('new', ['10.0.0.1'], 2));
     expect(idx.lookup('10.0.0.1')?.uid).to.equal('new');
+    expect(idx.sizes()).to.deep.equal({ pod: 1, node: 0, hostNetwork: 0, service: 0 });
     idx.remove('new', 0);
     expect(idx.lookup('10.0.0.1')?.uid).to.equal('old');
+    idx.upsert(claim('old', ['10.0.0.9'], 1));
+    idx.remove('node', 0);
+    expect(idx.lookup('10.0.0.1')?.uid).to.equal('new');
+    expect(idx.lookup('10.0.0.9')?.uid).to.equal('old');
   });
 
   it('removes only the deleted object\'s claims, after its grace period', () => {
