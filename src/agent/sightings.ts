@@ -205,7 +205,9 @@ export class SightingMerger {
       return;
     }
     const atDestination = point === 'destination' || point === 'host';
-    const waiting = this.held.get(key);
+    // Most packets are seen once, at their destination, so nothing is held: skipping the lookup
+    // also spares boxing the 53-bit key into a heap number for the Map.
+    const waiting = this.held.size === 0 ? undefined : this.held.get(key);
     if (waiting) {
       waiting.sightings++;
       this.merged++;
