@@ -244,9 +244,7 @@ describe('agent: export SendBuffer', () => {
       }
     });
   });
-});
 
-describe('agent: export batch request', () => {
   it('a dropped event without a time leaves the range\'s last time at the last one that had one', () => {
     const buffer = new SendBuffer(1, 1 << 20);
     const untimed = { ...echoEvent(2), time: null };
@@ -259,7 +257,9 @@ describe('agent: export batch request', () => {
     expect(buffer.dropped!.last).to.deep.equal(echoEvent(3).time);
     expect(buffer.dropped!.first).to.deep.equal(echoEvent(1).time);
   });
+});
 
+describe('agent: export batch request', () => {
   it('decodes to the same IngestRequest as the generic encoder, from events framed as the send buffer keeps them', () => {
     const long = 'x'.repeat(300); // an event longer than 127 bytes: a two-byte length
     const dropped = { firstSequence: 3, lastSequence: 9, first: echoEvent(3).time, last: echoEvent(9).time };
