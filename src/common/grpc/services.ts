@@ -53,14 +53,25 @@ export function batchedSize(encoded: Uint8Array): number {
 
 /**
  * A SubscribeBatch is its responses' bytes, each framed as field 1: built from responses encoded
- * once for every subscriber, nothing is encoded again.
+ * once for every subscriber, nothing is encoded again. Subscribers that keep up are sent the same
+ * records one after another (each an agent batch's), so a batch of the very responses framed last
+ * is handed over as framed then.
  */
 function frameBatch(batch: EncodedBatch): Buffer {
+  if (sameResponses(batch, lastFramed)) return lastFramedBytes;
   const size = batch.reduce((n, encoded) => n + batchedSize(encoded), 0);
   if (size > frameScratch.length) frameScratch = Buffer.allocUnsafe(Math.max(size, 2 * frameScratch.length));
   let at = 0;
   for (const encoded of batch) at = writeDelimitedField(frameScratch, at, BATCH_RESPONSES, encoded);
-  return frameScratch.subarray(0, size);
+  lastFramed = batch.slice();
+  lastFramedBytes = frameScratch.subarray(0, size);
+  return lastFramedBytes;
+}
+
+function sameResponses(a: EncodedBatch, b: EncodedBatch): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**
@@ -69,6 +80,9 @@ function frameBatch(batch: EncodedBatch): Buffer {
  * own. A fresh buffer per message and stream was a tenth of the collector's fan-out in GC.
  */
 let frameScratch = Buffer.allocUnsafe(64 * 1024);
+/** The responses framed last (the same objects: an encoded response is never changed) and their bytes in frameScratch. */
+let lastFramed: EncodedBatch = [];
+let lastFramedBytes = frameScratch.subarray(0, 0);
 
 function method<Req extends object, Res extends object>(
   path: string,
