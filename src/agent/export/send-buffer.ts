@@ -15,20 +15,25 @@ import { encodeFramedEvent } from './event-encoder.js';
  * one at the capture rate, and an object per drop is garbage at that rate.
  */
 export class DropRange {
+  /** The time of the first dropped event (null if it had none). */
+  readonly first: google.protobuf.ITimestamp | null;
   lastSequence: number;
   version: number;
   private lastSeconds: number;
   private lastNanos: number;
 
+  /** A range of one event; `seconds` NaN: the event had no time. */
   constructor(
     readonly firstSequence: number,
-    readonly first: google.protobuf.ITimestamp | null,
+    seconds: number,
+    nanos: number,
     version: number,
   ) {
     this.lastSequence = firstSequence;
     this.version = version;
-    this.lastSeconds = first ? Number(first.seconds ?? 0) : Number.NaN;
-    this.lastNanos = first?.nanos ?? 0;
+    this.first = Number.isNaN(seconds) ? null : { seconds, nanos };
+    this.lastSeconds = seconds;
+    this.lastNanos = nanos;
   }
 
   /** The time of the last dropped event that had one. */
@@ -185,7 +190,7 @@ export class SendBuffer {
     this.removeOldest();
     const version = ++this.dropVersion;
     if (this.dropped) this.dropped.extend(sequence, seconds, nanos, version);
-    else this.dropped = new DropRange(sequence, Number.isNaN(seconds) ? null : { seconds, nanos }, version);
+    else this.dropped = new DropRange(sequence, seconds, nanos, version);
   }
 
   private removeOldest(): void {
